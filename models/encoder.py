@@ -1,0 +1,125 @@
+"""A frozen timm vision encoder that takes uint8 camera frames.
+
+Resizing and normalization come from timm's data config for the model and live inside the module,
+so whatever holds the encoder (a teacher, an exported graph) feeds it raw frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.catalog import DEFAULT_ENCODER
+from models.weights import create_timm_model
+
+EncoderOutput = Literal["pooled", "spatial"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which pretrained vision model turns frames into features."""
+
+    name: str = DEFAULT_ENCODER
+    """timm model name."""
+    weights: str = "auto"
+    """auto, embedded, hub, none, or a path to a local checkpoint file (see `agent-runtime encoders`)."""
+    output: EncoderOutput = "pooled"
+    """pooled: the global-pooled embedding (D,); spatial: a stage's feature map (C, h, w)."""
+    stage: int = 2
+    """Feature stage for spatial output, an index into timm's feature_info (for EfficientNet-Lite0:
+    0..4 at strides 2, 4, 8, 16, 32)."""
+    input_size: int | None = None
+    """Resize frames to this square size before encoding; None: the model's own (224 for most)."""
+
+    def __post_init__(self) -> None:
+        if self.output not in ("pooled", "spatial"):
+            raise ValueError(f"encoder.output is {self.output!r}; use 'pooled' or 'spatial'")
+        if self.input_size is not None and self.input_size < 16:
+            raise ValueError(f"encoder.input_size is {self.input_size}; use at least 16 (or None)")
+
+    def describe(self) -> str:
+        """A short label for logs and the policy spec, e.g. ``tf_efficientnet_lite0@224/pooled``."""
+        size = self.input_size if self.input_size is not None else "native"
+        out = "pooled" if self.output == "pooled" else f"stage{self.stage}"
+        return f"{self.name}@{size}/{out}"
+
+
+_INTERPOLATION = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+class FrozenEncoder(nn.Module):
+    """A pretrained timm model, frozen, from uint8 frames to features.
+
+    Frozen means no parameter takes gradients and every layer (BatchNorm included) stays in eval
+    mode even when a parent module is put in train mode. Frames are resized to the model's input
+    size without cropping: timm's centre crop is for ImageNet evaluation and would cut off the edges
+    of the robot's workspace.
+
+    Args:
+        config: which model, which weights, which output.
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        backbone = create_timm_model(config.name, config.weights)
+        data_config = timm.data.resolve_model_data_config(backbone)
+        native = int(data_config["input_size"][-1])
+        self.input_size = config.input_size if config.input_size is not None else native
+        self.interpolation = _INTERPOLATION.get(str(data_config["interpolation"]), "bilinear")
+        mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        # Folding the 1/255 into the normalization: x = frame * scale + shift.
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", -mean / std)
+        if config.output == "spatial":
+            if not hasattr(backbone, "forward_intermediates"):
+                raise ValueError(f"{config.name} has no forward_intermediates in timm; use encoder.output='pooled'")
+            stages = len(backbone.feature_info)  # type: ignore[arg-type]
+            if not 0 <= config.stage < stages:
+                raise ValueError(f"encoder.stage is {config.stage}; {config.name} has stages 0..{stages - 1}")
+            # Drop the blocks after the chosen stage and the head: they would cost time for nothing.
+            backbone.prune_intermediate_layers([config.stage], prune_head=True)  # type: ignore[operator]
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Keep the backbone in eval mode whatever the parent asks (BatchNorm statistics stay fixed)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) frames to the normalized float (N, 3, S, S) the backbone expects."""
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3); got {frames.dtype} {tuple(frames.shape)}")
+        x = frames.permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            antialias = self.interpolation != "nearest"
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation, antialias=antialias)
+        return x * self.scale + self.shift
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Features of uint8 frames (N, H, W, 3): float (N, D) pooled or (N, C, h, w) spatial."""
+        x = self.preprocess(frames).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            if self.config.output == "spatial":
+                (features,) = self.backbone.forward_intermediates(  # type: ignore[operator]
+                    x, indices=[self.config.stage], intermediates_only=True
+                )
+                return features.contiguous()
+            return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)  # type: ignore[operator]
+
+    def output_shape(self, frame_hw: tuple[int, int]) -> tuple[int, ...]:
+        """The per-frame feature shape for frames of ``frame_hw`` = (H, W), found by a dry run."""
+        probe = torch.zeros((1, *frame_hw, 3), dtype=torch.uint8, device=self.scale.device)
+        return tuple(self(probe).shape[1:])
