@@ -71,7 +71,7 @@ class FrameRenderer:
         if self._renderer is None:
             raise RuntimeError("this FrameRenderer is closed")
         self._renderer.update_scene(data, camera=self._camera)
-        return self._renderer.render().copy()
+        return self._renderer.render()
 
     def close(self) -> None:
         """Free the GL context. Safe to call twice."""

@@ -1,0 +1,216 @@
+"""Every preset resets and steps with the declared shapes; pixels are real frames; specs match."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import numpy as np
+import pytest
+
+from agent_runtime.spec import PolicySpec
+from train.envs import build_spec, make_env, make_vector_env
+from train.presets import OBS_MODES, PRESETS, get_preset
+
+STEPS = 200
+
+
+def _lit_fraction(frame: np.ndarray) -> float:
+    """Fraction of pixels with any channel above 30 (of 255)."""
+    return float((frame.max(axis=-1) > 30).mean())
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[tuple[str, str], PolicySpec]:
+    return {(name, mode): build_spec(name, mode) for name in PRESETS for mode in OBS_MODES}
+
+
+@pytest.mark.parametrize("mode", OBS_MODES)
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_resets_and_steps_with_declared_shapes(name, mode, specs):
+    spec = specs[(name, mode)]
+    env = make_env(name, mode)
+    try:
+        assert set(env.observation_space.spaces) == set(spec.observation_names)  # type: ignore[attr-defined]
+        obs, _ = env.reset(seed=0)
+        env.action_space.seed(0)
+        spec.check_observation(obs)  # dtype, shape, no NaN or Inf
+        for _ in range(STEPS):
+            obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            spec.check_observation(obs)
+            assert np.isfinite(float(reward))
+            if terminated or truncated:
+                obs, _ = env.reset()
+                spec.check_observation(obs)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_pixels_are_real_frames_that_change(name):
+    env = make_env(name, "pixels")
+    try:
+        first, _ = env.reset(seed=1)
+        env.action_space.seed(1)
+        for _ in range(10):
+            obs, *_ = env.step(env.action_space.sample())
+    finally:
+        env.close()
+    newest = obs["pixels"][..., -3:]
+    # The pendulum model has no floor: its frames are a lit cart and pole on black (about 5% lit).
+    assert _lit_fraction(newest) > 0.02, "frame is (nearly) black"
+    assert newest.std() > 5, "frame is flat"
+    assert not np.array_equal(newest, first["pixels"][..., -3:]), "frames do not change over time"
+    # At reset the history holds copies of the first frame; after steps the oldest differs from newest.
+    assert np.array_equal(first["pixels"][..., :3], first["pixels"][..., -3:])
+    assert not np.array_equal(obs["pixels"][..., :3], newest)
+
+
+def test_frame_history_is_oldest_first():
+    env = make_env("inverted_pendulum", "pixels")
+    try:
+        obs0, _ = env.reset(seed=2)
+        obs1, *_ = env.step(np.array([3.0], dtype=np.float32))
+        obs2, *_ = env.step(np.array([3.0], dtype=np.float32))
+    finally:
+        env.close()
+    # Each step shifts the stack by one frame: the newest frame becomes the middle one next step.
+    assert np.array_equal(obs2["pixels"][..., 3:6], obs1["pixels"][..., 6:9])
+    assert np.array_equal(obs2["pixels"][..., 0:3], obs1["pixels"][..., 3:6])
+    assert np.array_equal(obs1["pixels"][..., 0:3], obs0["pixels"][..., 0:3])
+
+
+def test_two_renderers_in_one_process_render_their_own_frames():
+    # The pitfall in shared/FACTS.md: with gymnasium's viewer, the second env's GL context is current
+    # and the first renders black or foreign frames. Each FrameRenderer makes its own context current.
+    a = make_env("inverted_pendulum", "pixels")
+    b = make_env("reacher", "pixels")
+    try:
+        obs_a, _ = a.reset(seed=0)
+        obs_b, _ = b.reset(seed=0)
+        obs_a, *_ = a.step(a.action_space.sample())
+        frame_a = obs_a["pixels"][..., -3:]
+        frame_b = obs_b["pixels"][..., -3:]
+        assert frame_a.mean() > 1 and frame_b.mean() > 10
+        # The pendulum scene has a black background; the reacher a grey floor: frames must not mix.
+        assert frame_a.mean() < 60 < frame_b.mean()
+        alone = make_env("inverted_pendulum", "pixels")
+        try:
+            ref, _ = alone.reset(seed=0)
+        finally:
+            alone.close()
+        obs_a2, _ = a.reset(seed=0)
+        assert np.array_equal(obs_a2["pixels"], ref["pixels"]), "same state, same frame, whatever else renders"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_closing_an_old_env_leaves_a_newer_one_rendering():
+    # Second pitfall in shared/FACTS.md: an old env's cleanup freeing a newer env's render buffers,
+    # after which the newer env returns black frames very fast.
+    old = make_env("reacher", "pixels")
+    old.reset(seed=0)
+    new = make_env("reacher", "pixels")
+    try:
+        new.reset(seed=0)
+        old.close()
+        del old
+        gc.collect()
+        frames = []
+        for _ in range(5):
+            obs, *_ = new.step(new.action_space.sample())
+            frames.append(obs["pixels"][..., -3:])
+        assert all(_lit_fraction(f) > 0.5 for f in frames)
+        assert not np.array_equal(frames[0], frames[-1])
+    finally:
+        new.close()
+
+
+def test_proprio_is_the_robots_own_joints_and_withholds_the_pole():
+    pixels = make_env("inverted_pendulum", "pixels")
+    state = make_env("inverted_pendulum", "state")
+    try:
+        p, _ = pixels.reset(seed=3)
+        s, _ = state.reset(seed=3)
+        for action in (0.5, -1.0, 2.0):
+            p, *_ = pixels.step(np.array([action], dtype=np.float32))
+            s, *_ = state.step(np.array([action], dtype=np.float32))
+            # state = [slider.pos, hinge.pos, slider.vel, hinge.vel]; proprio = [slider.pos, slider.vel]
+            np.testing.assert_allclose(p["proprio"], s["state"][[0, 2]], rtol=1e-6)
+    finally:
+        pixels.close()
+        state.close()
+    names = [q.name for q in build_spec("inverted_pendulum").observation("proprio").quantities]
+    assert names == ["slider.pos", "slider.vel"]
+
+
+def test_reacher_target_is_withheld_from_proprio():
+    spec = build_spec("reacher", "pixels")
+    names = {q.name for q in spec.observation("proprio").quantities}
+    assert names == {"joint0.pos", "joint1.pos", "joint0.vel", "joint1.vel"}
+    state_names = {q.name for q in build_spec("reacher", "state").observation("state").quantities}
+    assert {"target_x.pos", "fingertip_to_target.x"} <= state_names
+
+
+def test_action_repeat_advances_simulated_time_by_the_control_period():
+    spec = build_spec("walker2d", "state")
+    assert spec.action_repeat == 4
+    assert spec.control_period_s == pytest.approx(4 * 0.008)
+    env = make_env("walker2d", "state")
+    try:
+        env.reset(seed=0)
+        data = env.unwrapped.data  # type: ignore[attr-defined]
+        t0 = data.time
+        env.step(np.zeros(6, dtype=np.float32))
+        assert data.time - t0 == pytest.approx(spec.control_period_s)
+    finally:
+        env.close()
+
+
+def test_spec_reads_action_names_units_and_bounds_from_the_model():
+    spec = build_spec("half_cheetah", "pixels")
+    assert spec.action.names == ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
+    assert spec.action.quantities[0].unit == "120 N·m"
+    assert spec.action.low == (-1.0,) * 6 and spec.action.high == (1.0,) * 6
+    assert spec.observation("pixels").shape == (84, 84, 9)
+    assert spec.provenance.task_preset == "half_cheetah"
+    pendulum = build_spec("inverted_pendulum", "state")
+    assert pendulum.action.names == ("slide",) and pendulum.action.quantities[0].unit == "100 N"
+    assert pendulum.action.low == (-3.0,)
+    reacher = build_spec("reacher", "state")  # actuators without names take their joint's name
+    assert reacher.action.names == ("joint0", "joint1")
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown task preset 'cartpole'; known presets: inverted_pendulum, reacher"):
+        make_env("cartpole")
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="observation mode 'rgb' is not one of pixels, state"):
+        make_env("reacher", "rgb")  # type: ignore[arg-type]
+
+
+def test_marker_scaling_refuses_geoms_with_contacts():
+    preset = dataclasses.replace(get_preset("inverted_pendulum"), marker_scale=(("cpole", 2.0),))
+    with pytest.raises(ValueError, match="geom 'cpole' takes part in contacts"):
+        make_env(preset, "state")
+    missing = dataclasses.replace(get_preset("inverted_pendulum"), marker_scale=(("nothing", 2.0),))
+    with pytest.raises(ValueError, match="has no geom 'nothing'"):
+        make_env(missing, "state")
+
+
+def test_vector_env_in_processes_gives_batched_named_frames():
+    envs = make_vector_env("inverted_pendulum", "pixels", num_envs=2)
+    try:
+        obs, _ = envs.reset(seed=10)  # env i gets seed 10 + i
+        assert obs["pixels"].shape == (2, 84, 84, 9) and obs["pixels"].dtype == np.uint8
+        assert obs["proprio"].shape == (2, 2) and obs["proprio"].dtype == np.float32
+        for _ in range(5):
+            obs, reward, *_ = envs.step(envs.action_space.sample())
+        assert reward.shape == (2,)
+        assert all(_lit_fraction(obs["pixels"][i, ..., -3:]) > 0.02 for i in range(2))
+        assert not np.array_equal(obs["proprio"][0], obs["proprio"][1])  # different seeds, own states
+    finally:
+        envs.close()
