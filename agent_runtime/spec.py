@@ -98,16 +98,16 @@ class ObservationSpec:
 
     def __post_init__(self) -> None:
         where = f"observation '{self.name}'"
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise SpecError(f"{where}: name must be an identifier like 'pixels' or 'proprio'")
         if self.dtype not in _DTYPES:
             raise SpecError(f"{where}: dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
         if self.layout not in _LAYOUTS:
             raise SpecError(f"{where}: layout {self.layout!r} is not one of {', '.join(_LAYOUTS)}")
-        if not all(isinstance(d, int) and d > 0 for d in self.shape):
+        if not all(type(d) is int and d > 0 for d in self.shape):
             raise SpecError(f"{where}: shape {self.shape} must be positive integers")
-        if self.history < 1:
-            raise SpecError(f"{where}: history is {self.history}; it must be at least 1")
+        if type(self.history) is not int or self.history < 1:
+            raise SpecError(f"{where}: history is {self.history!r}; it must be an integer of at least 1")
         if self.layout == "image":
             if len(self.shape) != 3 or self.shape[2] != 3 * self.history:
                 raise SpecError(
@@ -150,6 +150,9 @@ class ActionSpec:
             raise SpecError("action: at least one action dimension is required")
         if len(self.low) != n or len(self.high) != n:
             raise SpecError(f"action: {n} quantities but {len(self.low)} lower and {len(self.high)} upper bounds")
+        # Stored as float so that equal specs have equal JSON and equal hashes (1 and 1.0 alike).
+        object.__setattr__(self, "low", tuple(_as_float(v, "action.low") for v in self.low))
+        object.__setattr__(self, "high", tuple(_as_float(v, "action.high") for v in self.high))
         for q, lo, hi in zip(self.quantities, self.low, self.high, strict=True):
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
                 raise SpecError(f"action '{q.name}': bounds [{lo}, {hi}] must be finite with low < high")
@@ -214,11 +217,12 @@ class PolicySpec:
         names = [o.name for o in self.observations]
         if len(set(names)) != len(names):
             raise SpecError(f"observation names must be unique, got {names}")
+        object.__setattr__(self, "control_period_s", _as_float(self.control_period_s, "control_period_s"))
         if not (math.isfinite(self.control_period_s) and self.control_period_s > 0):
             raise SpecError(f"control_period_s is {self.control_period_s}; it must be positive")
-        if self.action_repeat < 1:
-            raise SpecError(f"action_repeat is {self.action_repeat}; it must be at least 1")
-        if self.format_version != SPEC_FORMAT_VERSION:
+        if type(self.action_repeat) is not int or self.action_repeat < 1:
+            raise SpecError(f"action_repeat is {self.action_repeat!r}; it must be an integer of at least 1")
+        if type(self.format_version) is not int or self.format_version != SPEC_FORMAT_VERSION:
             raise SpecError(
                 f"spec format version {self.format_version} is not the one this agent-runtime "
                 f"speaks ({SPEC_FORMAT_VERSION})"
@@ -258,7 +262,7 @@ class PolicySpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"a policy spec is a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
-        if not isinstance(version, int):
+        if type(version) is not int:
             raise SpecError("policy spec has no integer 'format_version'")
         if version > SPEC_FORMAT_VERSION:
             raise SpecError(
@@ -276,7 +280,7 @@ class PolicySpec:
         return cls(
             observations=tuple(_observation_from(o, i) for i, o in enumerate(observations)),
             action=_action_from(fields["action"]),
-            control_period_s=_number(fields["control_period_s"], "spec.control_period_s"),
+            control_period_s=_as_float(fields["control_period_s"], "spec.control_period_s"),
             action_repeat=_integer(fields["action_repeat"], "spec.action_repeat"),
             provenance=_provenance_from(fields["provenance"]),
             format_version=version,
@@ -287,8 +291,10 @@ class PolicySpec:
         """Parse JSON text made by :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(f"policy spec is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise SpecError("policy spec JSON is nested too deeply") from exc
         return cls.from_dict(data)
 
     def hash(self) -> str:
@@ -445,10 +451,13 @@ def _take(data: Any, where: str, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: data[n] for n in names}
 
 
-def _number(value: Any, where: str) -> float:
+def _as_float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(f"{where} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise SpecError(f"{where} is too large a number") from None
 
 
 def _integer(value: Any, where: str) -> int:
@@ -498,7 +507,7 @@ def _action_from(data: Any) -> ActionSpec:
     for name in ("low", "high"):
         if not isinstance(f[name], list):
             raise SpecError(f"spec.action.{name} must be a list of numbers")
-        bounds[name] = tuple(_number(v, f"spec.action.{name}") for v in f[name])
+        bounds[name] = tuple(_as_float(v, f"spec.action.{name}") for v in f[name])
     return ActionSpec(_quantities_from(f["quantities"], "spec.action.quantities"), bounds["low"], bounds["high"])
 
 
