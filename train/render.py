@@ -9,6 +9,8 @@ Headless GL is chosen in ``train/__init__.py`` (``MUJOCO_GL=egl``), before mujoc
 
 from __future__ import annotations
 
+import os
+
 import mujoco
 import numpy as np
 
@@ -59,7 +61,15 @@ class FrameRenderer:
         _configure_quality(model, quality)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
         model.vis.global_.offheight = max(model.vis.global_.offheight, size)
-        self._renderer: mujoco.Renderer | None = mujoco.Renderer(model, height=size, width=size)
+        try:
+            self._renderer: mujoco.Renderer | None = mujoco.Renderer(model, height=size, width=size)
+        except mujoco.FatalError as exc:
+            raise RuntimeError(
+                f"MuJoCo could not create an OpenGL context ({exc}). MUJOCO_GL is "
+                f"{os.environ.get('MUJOCO_GL', 'unset')}. On a machine without a display, set "
+                "MUJOCO_GL=egl before mujoco is first imported: export it in the shell, or import "
+                "the train package before mujoco."
+            ) from exc
         if quality == "fast":
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -214,3 +217,11 @@ def test_vector_env_in_processes_gives_batched_named_frames():
         assert not np.array_equal(obs["proprio"][0], obs["proprio"][1])  # different seeds, own states
     finally:
         envs.close()
+
+
+def test_importing_mujoco_first_without_egl_gives_a_clear_error():
+    code = "import mujoco\nfrom train.envs import make_env\nmake_env('reacher', 'pixels')\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0
+    assert "set MUJOCO_GL=egl before mujoco is first imported" in done.stderr
