@@ -49,9 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; policy steps/s (1 step = action repeat sim steps)"
-    )
+    print(f"machine: {platform.machine()}; policy steps/s (one step = action_repeat simulator steps)")
     print("| preset | state (physics) | pixels, fast (ours) | pixels, MuJoCo default | fast / default |")
     print("|---|---:|---:|---:|---:|")
     for preset in PRESETS.values():
