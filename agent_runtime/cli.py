@@ -15,6 +15,7 @@ from typing import Annotated
 
 import tyro
 
+from train.config import TrainConfig
 from train.presets import OBS_MODES, PRESETS, ObsMode
 
 log = logging.getLogger("agent_runtime")
@@ -49,7 +50,8 @@ class PresetsCommand:
 
 
 Command = (
-    Annotated[EncodersCommand, tyro.conf.subcommand("encoders")]
+    Annotated[TrainConfig, tyro.conf.subcommand("train")]
+    | Annotated[EncodersCommand, tyro.conf.subcommand("encoders")]
     | Annotated[PresetsCommand, tyro.conf.subcommand("presets")]
 )
 
@@ -68,7 +70,8 @@ def run_encoders(cmd: EncodersCommand) -> None:
         return
     import timm
 
-    from models.encoder import EncoderConfig, FrozenEncoder
+    from models.config import EncoderConfig
+    from models.encoder import FrozenEncoder
 
     print()
     size = (cmd.frame_size, cmd.frame_size)
@@ -101,6 +104,24 @@ def run_presets(cmd: PresetsCommand) -> None:
     print(f"\nObservation modes: {', '.join(OBS_MODES)}. Print a spec: agent-runtime presets --spec NAME")
 
 
+def run_train(cfg: TrainConfig) -> None:
+    """Train a teacher and print its summary."""
+    from train.runner import run
+
+    summary = run(cfg)
+    final = summary["final_eval"]
+    print(
+        f"trained {summary['representation']} teacher on {summary['preset']}: {summary['steps']} steps in "
+        f"{summary['wall_time_s']} s ({summary['steps_per_s']} steps/s); evaluation return "
+        f"{final['mean']:.1f} +- {final['std']:.1f} over {len(final['returns'])} held-out episodes"
+    )
+    print(f"checkpoint: {summary['checkpoint']}")
+    if summary["video"]:
+        print(f"video: {summary['video']}")
+    print(f"tensorboard: {summary['tensorboard']}")
+    print(f"summary: {cfg.run_dir / 'summary.json'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand. Returns the process exit code.
 
@@ -117,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Take a robot control policy from simulation to a robot host.",
     )
     try:
-        if isinstance(cmd, EncodersCommand):
+        if isinstance(cmd, TrainConfig):
+            run_train(cmd)
+        elif isinstance(cmd, EncodersCommand):
             run_encoders(cmd)
         elif isinstance(cmd, PresetsCommand):
             run_presets(cmd)

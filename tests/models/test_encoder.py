@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.encoder import EncoderConfig, FrozenEncoder
+from models.config import EncoderConfig
+from models.encoder import FrozenEncoder
 from models.weights import WeightsError, create_timm_model
 
 

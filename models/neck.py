@@ -1,0 +1,68 @@
+"""Compression necks: from frozen encoder features (with frame history) to a small latent.
+
+As in DrQ-v2, PVR and VC-1, a small trainable neck sits between a frozen (or from-scratch) visual
+representation and the actor-critic. It learns from the critic's loss only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LinearNeck(nn.Module):
+    """Flattened features ``(B, k, *feature_shape)`` -> Linear -> LayerNorm -> tanh ``(B, latent)``.
+
+    The DrQ-v2 "trunk". Suits pooled embeddings (``feature_shape = (D,)``); on spatial maps it is
+    one big linear layer over every position.
+    """
+
+    def __init__(self, in_features: int, latent_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
+        self.latent_dim = latent_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: float (B, k, ...) -> latent (B, latent_dim)."""
+        return self.net(features.flatten(1))
+
+
+class ConvNeck(nn.Module):
+    """Spatial features ``(B, k, C, h, w)`` -> 1x1 conv over stacked channels -> 3x3 conv -> Linear.
+
+    A 1x1 convolution first mixes the ``k * C`` channels of the frame history (so motion between
+    frames is visible to it) down to ``channels``; a 3x3 convolution with stride 2 then halves the
+    map before the linear projection to the latent, with LayerNorm and tanh as in DrQ-v2.
+    """
+
+    def __init__(self, frames: int, feature_shape: tuple[int, int, int], latent_dim: int, channels: int = 32) -> None:
+        super().__init__()
+        c, h, w = feature_shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(frames * c, channels, kernel_size=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        out_h, out_w = (h + 1) // 2, (w + 1) // 2
+        self.project = nn.Sequential(
+            nn.Linear(channels * out_h * out_w, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh()
+        )
+        self.latent_dim = latent_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: float (B, k, C, h, w) -> latent (B, latent_dim)."""
+        x = features.flatten(1, 2)
+        return self.project(self.conv(x).flatten(1))
+
+
+class IdentityNeck(nn.Module):
+    """No compression: the state vector itself is the latent (state-based SAC)."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.latent_dim = in_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: float (B, 1, S) -> (B, S)."""
+        return features.flatten(1)

@@ -1,0 +1,98 @@
+"""The actor-critic's observation head, and the deployable policy: raw observation in, action out."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from models.actor import TanhGaussianActor
+from models.encoder import FrozenEncoder
+from models.neck import ConvNeck, IdentityNeck, LinearNeck
+from models.policy_kinds import NeckKind, Representation
+from models.scratch_encoder import ScratchConvEncoder
+
+
+class ObservationHead(nn.Module):
+    """From what the replay stores (frames with history, plus proprio) to the actor-critic input.
+
+    Args:
+        representation: see :data:`Representation`.
+        history: frames per observation (``k``).
+        frame_shape: one stored frame: encoder features ``(D,)`` or ``(C, h, w)``; a camera frame
+            ``(H, W, 3)``; or a state vector ``(S,)``.
+        proprio_dim: length of the proprio vector joined after the neck (0 for none).
+        latent_dim: the neck's output size.
+        neck: ``linear`` or ``conv`` (spatial features only).
+    """
+
+    def __init__(
+        self,
+        representation: Representation,
+        history: int,
+        frame_shape: tuple[int, ...],
+        proprio_dim: int,
+        latent_dim: int,
+        neck: NeckKind = "linear",
+    ) -> None:
+        super().__init__()
+        self.representation = representation
+        self.scratch: ScratchConvEncoder | None = None
+        self.neck: nn.Module
+        if representation == "state":
+            self.neck = IdentityNeck(history * math.prod(frame_shape))
+        elif representation == "scratch":
+            self.scratch = ScratchConvEncoder(history, image_size=frame_shape[0])
+            self.neck = LinearNeck(self.scratch.out_features, latent_dim)
+        elif neck == "conv":
+            if len(frame_shape) != 3:
+                raise ValueError(f"a conv neck needs spatial features (C, h, w); got {frame_shape}")
+            c, h, w = frame_shape
+            self.neck = ConvNeck(history, (c, h, w), latent_dim)
+        else:
+            self.neck = LinearNeck(history * math.prod(frame_shape), latent_dim)
+        self.out_dim = int(self.neck.latent_dim) + proprio_dim
+
+    def forward(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """frames: (B, k, *frame_shape), proprio: float (B, P) -> float (B, out_dim)."""
+        x = self.scratch(frames) if self.scratch is not None else frames.float()
+        return torch.cat([self.neck(x), proprio], dim=-1)
+
+
+class Policy(nn.Module):
+    """Everything between the sensors and the actuators: raw observations in, bounded action out.
+
+    Inputs follow the policy spec: ``pixels`` uint8 (B, H, W, 3k) and ``proprio`` float32 (B, P), or
+    ``state`` float32 (B, S). The output is the deterministic action, scaled to the action bounds.
+
+    Args:
+        head: the observation head.
+        actor: the actor.
+        encoder: the frozen encoder for the ``frozen`` representation, else ``None``.
+        history: frames per observation (``k``).
+    """
+
+    def __init__(
+        self, head: ObservationHead, actor: TanhGaussianActor, encoder: FrozenEncoder | None, history: int
+    ) -> None:
+        super().__init__()
+        self.head, self.actor, self.encoder, self.history = head, actor, encoder, history
+
+    def frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Stacked uint8 pixels (B, H, W, 3k) -> what the head takes: (B, k, *frame_shape)."""
+        b, h, w, _ = pixels.shape
+        per_frame = pixels.view(b, h, w, self.history, 3).permute(0, 3, 1, 2, 4)  # (B, k, H, W, 3)
+        if self.encoder is None:
+            return per_frame
+        features = self.encoder(per_frame.reshape(b * self.history, h, w, 3))
+        return features.view(b, self.history, *features.shape[1:])
+
+    def forward(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The deterministic action for a batch of raw observations, float (B, A) within the bounds."""
+        if self.head.representation == "state":
+            state = observation["state"]
+            x = self.head(state.unsqueeze(1), state.new_zeros((state.shape[0], 0)))
+        else:
+            x = self.head(self.frames(observation["pixels"]), observation["proprio"])
+        return self.actor.scale(self.actor.deterministic(x))

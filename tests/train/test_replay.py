@@ -1,0 +1,132 @@
+"""Replay: shapes and dtypes of what it stores and samples, frame history, n-step arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.replay import Replay, ReplayLayout
+
+
+def _replay(n_step=3, gamma=0.5, capacity=50, history=3, frame_shape=(4,), dtype="float16", lanes=1, directory=None):
+    layout = ReplayLayout(lanes, capacity, frame_shape, dtype, proprio_dim=2, action_dim=1, history=history)
+    return Replay(layout, n_step, gamma, directory)
+
+
+def _frame(value, shape=(4,), dtype="float16"):
+    return np.full((1, *shape), value, dtype=dtype)
+
+
+def _episode(replay, rewards, terminal, first=0.0):
+    """Frames are numbered first, first+1, ...; proprio = frame number; action = 0.1 * step."""
+    replay.start_episodes(np.array([0]), _frame(first), np.full((1, 2), first, np.float32))
+    for i, r in enumerate(rewards):
+        last = i == len(rewards) - 1
+        v = first + i + 1
+        replay.add_steps(
+            np.array([[0.1 * i]], np.float32),
+            np.array([r]),
+            np.array([terminal and last]),
+            _frame(v),
+            np.full((1, 2), v, np.float32),
+        )
+
+
+def test_stores_and_samples_frames_of_the_declared_shape_and_dtype():
+    replay = _replay(frame_shape=(40, 11, 11), dtype="float16")
+    replay.start_episodes(np.array([0]), np.zeros((1, 40, 11, 11), np.float16), np.zeros((1, 2), np.float32))
+    for _ in range(10):
+        replay.add_steps(
+            np.zeros((1, 1), np.float32),
+            np.ones(1),
+            np.zeros(1, bool),
+            np.ones((1, 40, 11, 11), np.float16),
+            np.zeros((1, 2), np.float32),
+        )
+    batch = replay.sample(8, np.random.default_rng(0))
+    assert batch.frames.shape == (8, 3, 40, 11, 11) and batch.frames.dtype == np.float16
+    assert batch.next_frames.shape == (8, 3, 40, 11, 11)
+    assert batch.proprio.shape == (8, 2) and batch.proprio.dtype == np.float32
+    assert batch.action.shape == (8, 1) and batch.reward.shape == (8,) and batch.discount.shape == (8,)
+    assert len(replay) == 10
+
+
+def test_frame_history_repeats_the_first_frame_at_an_episode_start():
+    replay = _replay(n_step=1)
+    _episode(replay, [1.0] * 5, terminal=True)
+    lane, step = np.array([0, 0, 0]), np.array([0, 1, 4])
+    frames = replay._history(lane, step)[..., 0].astype(float)
+    np.testing.assert_array_equal(frames, [[0, 0, 0], [0, 0, 1], [2, 3, 4]])
+
+
+def test_n_step_return_and_discount_by_hand():
+    # gamma = 0.5, n = 3, rewards 1, 2, 4, 8 from step 0: R = 1 + 0.5*2 + 0.25*4 = 3, discount 0.125,
+    # bootstrapping from the observation of step 3.
+    replay = _replay(n_step=3, gamma=0.5)
+    _episode(replay, [1.0, 2.0, 4.0, 8.0, 16.0], terminal=False)
+    batch = replay._gather(np.array([0]), np.array([0]))
+    assert batch.reward[0] == pytest.approx(3.0)
+    assert batch.discount[0] == pytest.approx(0.125)
+    assert float(batch.next_frames[0, -1, 0]) == 3.0
+    assert batch.next_proprio[0, 0] == 3.0
+
+
+def test_n_step_stops_at_termination_with_zero_discount():
+    # Terminates after the reward of step 1: R = 1 + 0.5*2 = 2, no bootstrap.
+    replay = _replay(n_step=3, gamma=0.5)
+    _episode(replay, [1.0, 2.0], terminal=True)
+    batch = replay._gather(np.array([0]), np.array([0]))
+    assert batch.reward[0] == pytest.approx(2.0)
+    assert batch.discount[0] == 0.0
+
+
+def test_n_step_stops_at_a_truncated_end_and_bootstraps_from_the_final_observation():
+    # Truncated (time limit) after 2 steps: R = 1 + 0.5*2 = 2, bootstrap from the final obs (frame 2).
+    replay = _replay(n_step=3, gamma=0.5)
+    _episode(replay, [1.0, 2.0], terminal=False)
+    _episode(replay, [5.0, 5.0, 5.0], terminal=False, first=10.0)
+    batch = replay._gather(np.array([0]), np.array([0]))
+    assert batch.reward[0] == pytest.approx(2.0)
+    assert batch.discount[0] == pytest.approx(0.25)
+    assert float(batch.next_frames[0, -1, 0]) == 2.0
+
+
+def test_sampling_never_crosses_into_the_next_episode():
+    replay = _replay(n_step=3, gamma=0.9, capacity=40)
+    for e in range(6):
+        _episode(replay, [1.0] * 4, terminal=True, first=100.0 * e)
+    batch = replay.sample(256, np.random.default_rng(1))
+    # Within an episode frames count up from its first frame (a multiple of 100).
+    episode_of = lambda f: np.floor(f.astype(float) / 100)  # noqa: E731
+    assert (episode_of(batch.frames[..., 0]) == episode_of(batch.next_frames[..., 0])).all()
+
+
+def test_wrapped_replay_samples_only_current_slots():
+    replay = _replay(n_step=1, capacity=8)
+    _episode(replay, [float(i) for i in range(30)], terminal=False)
+    batch = replay.sample(64, np.random.default_rng(2))
+    assert (batch.frames.astype(float) >= 30 - 8).all()
+
+
+def test_lanes_must_start_before_adding():
+    replay = _replay()
+    with pytest.raises(RuntimeError, match="lane 0 has no observation to act from"):
+        replay.add_steps(
+            np.zeros((1, 1), np.float32), np.ones(1), np.zeros(1, bool), _frame(1), np.zeros((1, 2), np.float32)
+        )
+
+
+def test_memory_mapped_replay_reopens_with_its_state(tmp_path):
+    replay = _replay(directory=tmp_path)
+    _episode(replay, [1.0, 2.0, 3.0, 4.0], terminal=False)
+    replay.flush()
+    state = replay.state()
+    again = _replay(directory=tmp_path)  # a fresh one would overwrite; resume reopens
+    del again
+    _episode(replay, [1.0, 2.0, 3.0, 4.0], terminal=False)  # rewrites the same files
+    replay.flush()
+    reopened = Replay(replay.layout, 3, 0.5, tmp_path, resume=True)
+    reopened.load_state(state)
+    assert reopened.heads.tolist() == state["heads"]
+    with pytest.raises(ValueError, match="holds float16"):
+        Replay(ReplayLayout(1, 50, (5,), "float16", 2, 1, 3), 3, 0.5, tmp_path, resume=True)

@@ -1,0 +1,123 @@
+"""Runs end to end: the CLI entry point, checkpoints, resume after a kill, the rebuilt teacher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent_runtime.cli import main
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.config import TrainConfig
+from train.envs import make_env
+from train.runner import CHECKPOINT_NAME, run
+from train.teacher import policy_from_checkpoint
+
+TINY = [
+    "--steps", "240", "--learning-starts", "100", "--batch-size", "16", "--eval-every", "200",
+    "--eval-episodes", "1", "--checkpoint-every", "120", "--sac.hidden", "32", "32",
+]  # fmt: skip
+
+
+def test_tiny_frozen_pixel_run_through_the_cli(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", *TINY, "--encoder.input-size", "32", "--video-size", "64", "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained frozen teacher on inverted_pendulum: 240 steps" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # One update per step from step 100 (learning starts) through step 240: 141 updates.
+    assert summary["steps"] == 240 and summary["updates"] == 141
+    assert (run_dir / "eval.mp4").stat().st_size > 1000
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    payload = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)  # plain data, no pickle
+    assert payload["format_version"] == 1 and payload["progress"]["step"] == 240
+    assert payload["spec"]["provenance"]["encoder"] == "tf_efficientnet_lite0@32/pooled"
+
+
+def test_teacher_from_checkpoint_acts_like_the_learner(tmp_path):
+    cfg = TrainConfig(representation="state", steps=200, learning_starts=50, batch_size=16, eval_every=1000,
+                      eval_episodes=1, video=False, run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    policy, spec, saved = policy_from_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
+    assert saved.steps == 200 and spec.provenance.policy == "sac-state"
+    payload = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
+    from train.teacher import build_learner
+
+    learner = build_learner(saved, spec, None)
+    learner.head.load_state_dict(payload["head"])
+    learner.actor.load_state_dict(payload["actor"])
+    env = make_env("inverted_pendulum", "state")
+    obs, _ = env.reset(seed=5)
+    env.close()
+    spec.check_observation(obs)
+    with torch.no_grad():
+        action = policy({"state": torch.from_numpy(obs["state"][None])}).numpy()
+    expected = learner.act(torch.from_numpy(obs["state"][None, None]), torch.zeros(1, 0), deterministic=True)
+    np.testing.assert_allclose(action, learner.actor.scale(torch.from_numpy(expected)).numpy(), atol=1e-6)
+    assert ((action >= -3.0) & (action <= 3.0)).all()
+
+
+def test_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
+    cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_episodes=1,
+                      video=False, run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        run(cfg)
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        run(TrainConfig(resume=True, run_dir=tmp_path / "empty"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "latest.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"kind": "something else"}, bad)
+    with pytest.raises(CheckpointError, match="not an agent-runtime teacher checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_resume_after_a_kill_continues_the_step_count(tmp_path):
+    run_dir = tmp_path / "killed"
+    target = 1500  # killed on its way there; the resumed run finishes the saved target
+    args = ["train", "--representation", "state", "--steps", str(target), "--learning-starts", "50",
+            "--batch-size", "8", "--sac.hidden", "16", "16", "--checkpoint-every", "100", "--eval-every", "100000",
+            "--eval-episodes", "1", "--no-video", "--run-dir", str(run_dir)]  # fmt: skip
+    code = "import sys; from agent_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if checkpoint.exists():
+                try:
+                    if load_checkpoint(checkpoint)["progress"]["step"] >= 200:
+                        break
+                except CheckpointError:
+                    pass  # cannot happen with atomic writes, but never wait on a half file
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early with {proc.returncode}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint at step 200 within 120 s")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed_at = load_checkpoint(checkpoint)["progress"]["step"]
+    assert 200 <= killed_at < target
+    summary = run(TrainConfig(resume=True, steps=10, run_dir=run_dir))  # fewer steps than saved: saved wins
+    assert summary["steps"] == target
+    assert summary["evals"][-1][0] == target
+    payload = load_checkpoint(checkpoint)
+    assert payload["progress"]["step"] == target
+    assert payload["progress"]["updates"] == target - 50 + 1  # one per step from step 50, none lost or repeated
+    assert Path(summary["checkpoint"]).exists()

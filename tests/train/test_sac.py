@@ -1,0 +1,144 @@
+"""The SAC update: what it changes, what it must not, and that a seed fixes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from train.config import TrainConfig
+from train.replay import Batch
+from train.sac import SAC
+from train.teacher import build_learner
+
+
+class _Encoder:  # build_head only needs the feature shape
+    def __init__(self, shape):
+        self.shape = shape
+
+    def output_shape(self, frame_hw):
+        return self.shape
+
+
+def _spec(mode="pixels"):
+    from train.envs import build_spec
+
+    return build_spec("inverted_pendulum", mode)
+
+
+def _agent(representation="frozen", seed=0, shape=(16,), neck="linear") -> SAC:
+    from models.config import EncoderConfig
+
+    encoder_cfg = EncoderConfig(output="spatial" if len(shape) == 3 else "pooled")
+    cfg = TrainConfig(representation=representation, seed=seed, neck=neck, encoder=encoder_cfg)
+    torch.manual_seed(seed)
+    mode = "state" if representation == "state" else "pixels"
+    encoder: Any = _Encoder(shape) if representation == "frozen" else None
+    return build_learner(cfg, _spec(mode), encoder)
+
+
+def _batch(shape=(16,), dtype=np.float16, seed=0, k=3, proprio=2) -> Batch:
+    rng = np.random.default_rng(seed)
+    b = 8
+    frames = (
+        rng.standard_normal((b, k, *shape)).astype(dtype)
+        if dtype != np.uint8
+        else rng.integers(0, 256, (b, k, *shape), dtype=np.uint8)
+    )
+    next_frames = (
+        rng.standard_normal((b, k, *shape)).astype(dtype)
+        if dtype != np.uint8
+        else rng.integers(0, 256, (b, k, *shape), dtype=np.uint8)
+    )
+    return Batch(
+        frames=frames,
+        proprio=rng.standard_normal((b, proprio)).astype(np.float32),
+        action=rng.uniform(-1, 1, (b, 1)).astype(np.float32),
+        reward=rng.standard_normal(b).astype(np.float32),
+        discount=np.full(b, 0.97, np.float32),
+        next_frames=next_frames,
+        next_proprio=rng.standard_normal((b, proprio)).astype(np.float32),
+    )
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before, module):
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def test_update_changes_actor_critic_and_neck_and_returns_metrics():
+    agent = _agent()
+    before = {name: _params(getattr(agent, name)) for name in ("actor", "critic", "head", "critic_target")}
+    metrics = agent.update(_batch())
+    for name in before:
+        assert _changed(before[name], getattr(agent, name)), f"{name} did not change"
+    assert set(metrics) >= {"loss/critic", "loss/actor", "loss/temperature", "train/alpha"}
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_actor_loss_does_not_move_the_neck():
+    agent = _agent()
+    x = agent.head(torch.from_numpy(_batch().frames).float(), torch.zeros(8, 2))
+    loss, _ = agent.actor_loss(x.detach())
+    agent.head.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in agent.head.parameters())
+    assert any(p.grad is not None for p in agent.actor.parameters())
+
+
+def test_critic_loss_trains_the_neck():
+    agent = _agent()
+    frames = torch.from_numpy(_batch().frames).float()
+    x = agent.head(frames, torch.zeros(8, 2))
+    agent.critic_loss(x, torch.zeros(8, 1), torch.ones(8)).backward()
+    assert all(p.grad is not None for p in agent.head.parameters())
+
+
+def test_the_frozen_encoder_never_changes_in_an_update():
+    from models.config import EncoderConfig
+    from models.encoder import FrozenEncoder
+    from train.frames import FrameSource
+
+    encoder = FrozenEncoder(EncoderConfig(weights="none", input_size=32))
+    before = _params(encoder)
+    cfg = TrainConfig(encoder=EncoderConfig(weights="none", input_size=32))
+    agent = build_learner(cfg, _spec(), encoder)
+    source = FrameSource("frozen", 3, 8, encoder)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 84, 84, 9), dtype=np.uint8)
+    frames = source.frames({"pixels": pixels, "proprio": np.zeros((8, 2), np.float32)})
+    batch = _batch(shape=frames.shape[1:])
+    agent.update(batch._replace(frames=np.repeat(frames[:, None], 3, 1), next_frames=np.repeat(frames[:, None], 3, 1)))
+    assert not _changed(before, encoder)
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_same_seed_same_first_updates():
+    runs = []
+    for _ in range(2):
+        agent = _agent(seed=7)
+        metrics = [agent.update(_batch(seed=i)) for i in range(3)]
+        runs.append((metrics, _params(agent.actor)))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    other = _agent(seed=8)
+    assert other.update(_batch(seed=0)) != runs[0][0][0]
+
+
+def test_conv_neck_on_spatial_features_and_state_sac_update():
+    agent = _agent(shape=(8, 5, 5), neck="conv")
+    assert np.isfinite(agent.update(_batch(shape=(8, 5, 5)))["loss/critic"])
+    state = _agent(representation="state")
+    metrics = state.update(_batch(shape=(4,), dtype=np.float32, k=1, proprio=0))
+    assert np.isfinite(metrics["loss/critic"])
+
+
+def test_scratch_pixels_update_trains_the_conv_encoder():
+    agent = _agent(representation="scratch")
+    before = _params(agent.head)
+    agent.update(_batch(shape=(84, 84, 3), dtype=np.uint8))
+    changed = _changed(before, agent.head)
+    assert any(k.startswith("scratch.") for k in changed)

@@ -1,0 +1,59 @@
+"""Checkpoints: plain dicts of tensors and built-in types, written atomically.
+
+A checkpoint loads with ``torch.load(path, weights_only=True)``: no pickled objects, so opening one
+cannot run code. It carries its format version, the run's config, and the policy spec.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_KIND = "agent-runtime/teacher"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not one of ours; the message says which."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same directory, then rename.
+
+    A reader (or a crash) never sees a half-written file: ``path`` holds either the old checkpoint
+    or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": CHECKPOINT_KIND, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, checking its kind and version."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path} is not an agent-runtime teacher checkpoint")
+    version = payload.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this agent-runtime reads {CHECKPOINT_FORMAT_VERSION}"
+        )
+    return payload

@@ -1,0 +1,125 @@
+"""Configuration of a training run: plain frozen dataclasses, importable without torch.
+
+The CLI derives ``agent-runtime train``'s flags from :class:`TrainConfig`; each field's docstring is
+its help text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.config import EncoderConfig
+from models.policy_kinds import NeckKind, Representation
+from train.presets import DEFAULT_PRESET, ObsMode
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyperparameters of the actor-critic update."""
+
+    gamma: float = 0.99
+    """Discount per policy step."""
+    tau: float = 0.01
+    """Target critic update rate (Polyak averaging per update)."""
+    actor_lr: float = 3e-4
+    """Actor learning rate (Adam)."""
+    critic_lr: float = 3e-4
+    """Critic and observation head learning rate (Adam)."""
+    alpha_lr: float = 3e-4
+    """Temperature learning rate (Adam)."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of actor and critics."""
+    latent_dim: int = 50
+    """Output size of the neck."""
+    augment_pad: int = 4
+    """Random-shift augmentation of raw pixels (from-scratch baseline only), in pixels; 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"sac.gamma is {self.gamma}; it must be in (0, 1]")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"sac.tau is {self.tau}; it must be in (0, 1]")
+        if self.init_temperature <= 0:
+            raise ValueError(f"sac.init_temperature is {self.init_temperature}; it must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train a teacher policy with soft actor-critic, from camera pixels or from state."""
+
+    preset: str = DEFAULT_PRESET
+    """Task preset (see `agent-runtime presets`)."""
+    representation: Representation = "frozen"
+    """frozen: pretrained timm features of the camera frames (+ proprio); scratch: DrQ-v2 conv encoder
+    trained end to end on pixels (+ proprio); state: the full state vector."""
+    neck: NeckKind = "linear"
+    """Compression neck on frozen features: linear (pooled or flattened maps) or conv (spatial maps)."""
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84))
+    """The frozen vision encoder (representation 'frozen' only)."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """Actor-critic hyperparameters."""
+    steps: int = 30_000
+    """Environment steps to train for (policy steps summed over environments; frames = steps x action repeat)."""
+    num_envs: int = 1
+    """Environments collecting in parallel, one process each when more than one."""
+    seed: int = 0
+    """Seed of everything random: networks, exploration, environments."""
+    batch_size: int = 256
+    """Transitions per gradient update."""
+    updates_per_step: float = 1.0
+    """Gradient updates per environment step (the update-to-data ratio)."""
+    n_step: int = 3
+    """Steps summed into each TD target."""
+    learning_starts: int = 1_000
+    """Environment steps of uniformly random actions before learning starts."""
+    replay_capacity: int = 1_000_000
+    """Transitions kept (spread over the environments); capped at `steps`."""
+    eval_every: int = 5_000
+    """Evaluate the deterministic policy every this many environment steps."""
+    eval_episodes: int = 5
+    """Episodes per evaluation, each on its own held-out seed."""
+    checkpoint_every: int = 5_000
+    """Write a checkpoint every this many environment steps (and at the end)."""
+    video: bool = True
+    """Record an mp4 of the first episode of the final evaluation."""
+    video_size: int = 256
+    """Side of the video frames in pixels (rendered from the policy's camera)."""
+    run_dir: Path = Path("runs/teacher")
+    """Where checkpoints, logs, the video and the summary go."""
+    resume: bool = False
+    """Continue the run in run_dir from its last checkpoint (its saved config is used)."""
+    threads: int = 2
+    """torch CPU threads."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "steps",
+            "num_envs",
+            "batch_size",
+            "n_step",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+            "replay_capacity",
+            "video_size",
+            "threads",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} is {getattr(self, name)}; it must be at least 1")
+        if self.updates_per_step <= 0:
+            raise ValueError(f"updates_per_step is {self.updates_per_step}; it must be positive")
+        if self.learning_starts < 0:
+            raise ValueError(f"learning_starts is {self.learning_starts}; it must not be negative")
+        if self.representation not in ("frozen", "scratch", "state"):
+            raise ValueError(f"representation is {self.representation!r}; use frozen, scratch or state")
+        if self.neck == "conv" and (self.representation != "frozen" or self.encoder.output != "spatial"):
+            raise ValueError("neck 'conv' needs representation 'frozen' with encoder.output 'spatial'")
+
+    @property
+    def observation_mode(self) -> ObsMode:
+        """The environment observation mode this representation needs."""
+        return "state" if self.representation == "state" else "pixels"

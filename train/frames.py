@@ -1,0 +1,75 @@
+"""From environment observations to what the replay stores and the agent acts on.
+
+One *frame* per environment step: the frozen encoder's features of the newest camera frame (half
+precision), the newest raw camera frame (from-scratch baseline), or the state vector. The frozen
+encoder runs once per step, batched across the vector environments; the frame history is kept at
+the feature level, per environment lane, so no frame is ever encoded twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.encoder import FrozenEncoder
+from models.policy_kinds import Representation
+
+
+class FrameSource:
+    """Turns batched observations into frames, and keeps each lane's frame history for acting.
+
+    Args:
+        representation: ``frozen``, ``scratch`` or ``state``.
+        history: frames per observation (``k``).
+        lanes: number of environments.
+        encoder: the frozen encoder (``frozen`` only).
+    """
+
+    def __init__(self, representation: Representation, history: int, lanes: int, encoder: FrozenEncoder | None) -> None:
+        if (representation == "frozen") != (encoder is not None):
+            raise ValueError("a frozen encoder is needed exactly for the 'frozen' representation")
+        self.representation, self.encoder, self.lanes = representation, encoder, lanes
+        self.history = 1 if representation == "state" else history
+        self._stack: np.ndarray | None = None  # (lanes, k, *frame_shape)
+
+    @property
+    def frame_dtype(self) -> str:
+        """Dtype of a stored frame."""
+        return {"frozen": "float16", "scratch": "uint8", "state": "float32"}[self.representation]
+
+    def frames(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The newest frame of each observation in a batch: (B, *frame_shape)."""
+        if self.representation == "state":
+            return obs["state"].astype(np.float32, copy=False)
+        newest = obs["pixels"][..., -3:]
+        if self.encoder is None:
+            return np.ascontiguousarray(newest)
+        with torch.no_grad():
+            features = self.encoder(torch.from_numpy(np.ascontiguousarray(newest)))
+        return features.numpy().astype(np.float16)
+
+    @staticmethod
+    def proprio(obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The proprio vectors of a batch, float32 (B, P); empty (B, 0) in state mode."""
+        if "proprio" in obs:
+            return obs["proprio"].astype(np.float32, copy=False)
+        return np.zeros((len(obs["state"]), 0), dtype=np.float32)
+
+    def reset_lanes(self, lanes: np.ndarray, frames: np.ndarray) -> None:
+        """Start the history of ``lanes`` afresh: ``k`` copies of their first frame."""
+        if self._stack is None:
+            self._stack = np.zeros((self.lanes, self.history, *frames.shape[1:]), dtype=frames.dtype)
+        self._stack[lanes] = frames[:, None]
+
+    def push(self, frames: np.ndarray) -> None:
+        """Append every lane's newest frame, dropping its oldest."""
+        if self._stack is None:
+            raise RuntimeError("reset_lanes must come before push")
+        self._stack[:, :-1] = self._stack[:, 1:]
+        self._stack[:, -1] = frames
+
+    def stacked(self) -> np.ndarray:
+        """Every lane's frame history, (lanes, k, *frame_shape), oldest first."""
+        if self._stack is None:
+            raise RuntimeError("reset_lanes must come before stacked")
+        return self._stack

@@ -1,0 +1,243 @@
+"""Replay of transitions, one lane per vector environment, with frame history and n-step returns.
+
+Each step stores one *frame* (a frozen encoder's features of the newest camera frame in half
+precision, a raw uint8 camera frame for the from-scratch baseline, or a state vector) plus the
+proprio vector, the action taken, the reward and whether the episode terminated. The frame history
+(``k`` frames, oldest first, repeated at an episode's start) is rebuilt at sampling time, as DrQ-v2
+does, so memory grows with one frame per step, not ``k``.
+
+Storage can live in memory-mapped ``.npy`` files in the run directory, so a resumed run keeps its
+replay. Every slot records the absolute step it holds (``slot_step``): a slot overwritten after the
+last checkpoint no longer matches and is never sampled as stale data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class Batch(NamedTuple):
+    """A batch of n-step transitions (numpy; the agent moves it to torch).
+
+    ``discount`` is ``gamma ** n`` for the number of steps actually summed, or 0 where the episode
+    terminated within them (so the target is ``reward + discount * V(next)``).
+    """
+
+    frames: np.ndarray  # (B, k, *frame_shape), frame dtype
+    proprio: np.ndarray  # float32 (B, P)
+    action: np.ndarray  # float32 (B, A), in [-1, 1]
+    reward: np.ndarray  # float32 (B,), discounted n-step sum
+    discount: np.ndarray  # float32 (B,)
+    next_frames: np.ndarray  # (B, k, *frame_shape)
+    next_proprio: np.ndarray  # float32 (B, P)
+
+
+@dataclass(frozen=True)
+class ReplayLayout:
+    """Shapes and sizes of a replay. Saved with the run so a resume reopens the same files."""
+
+    lanes: int
+    capacity_per_lane: int
+    frame_shape: tuple[int, ...]
+    frame_dtype: str
+    proprio_dim: int
+    action_dim: int
+    history: int
+
+    def __post_init__(self) -> None:
+        if self.lanes < 1 or self.capacity_per_lane < self.history + 2:
+            raise ValueError(f"replay needs at least one lane of capacity > history + 1; got {self}")
+
+
+class Replay:
+    """See the module docstring.
+
+    Args:
+        layout: shapes and sizes.
+        n_step: steps summed into each return.
+        gamma: per-step discount.
+        directory: where to keep memory-mapped arrays; ``None`` keeps them in RAM.
+        resume: reopen existing arrays in ``directory`` (with ``load_state``) instead of new ones.
+    """
+
+    _ARRAYS = ("frame", "proprio", "action", "reward", "terminated", "has_action", "episode_start", "slot_step")
+
+    def __init__(
+        self, layout: ReplayLayout, n_step: int, gamma: float, directory: Path | None = None, resume: bool = False
+    ) -> None:
+        if n_step < 1:
+            raise ValueError(f"n_step is {n_step}; it must be at least 1")
+        self.layout, self.n_step, self.gamma = layout, n_step, gamma
+        lanes, cap = layout.lanes, layout.capacity_per_lane
+        specs: dict[str, tuple[tuple[int, ...], Any]] = {
+            "frame": ((lanes, cap, *layout.frame_shape), np.dtype(layout.frame_dtype)),
+            "proprio": ((lanes, cap, layout.proprio_dim), np.float32),
+            "action": ((lanes, cap, layout.action_dim), np.float32),
+            "reward": ((lanes, cap), np.float32),
+            "terminated": ((lanes, cap), np.bool_),
+            "has_action": ((lanes, cap), np.bool_),
+            "episode_start": ((lanes, cap), np.int64),
+            "slot_step": ((lanes, cap), np.int64),
+        }
+        self._arrays: dict[str, np.ndarray] = {}
+        for name, (shape, dtype) in specs.items():
+            self._arrays[name] = _open(directory, name, shape, dtype, resume)
+        if not resume:
+            self._arrays["slot_step"][:] = -1
+        self.heads = np.zeros(lanes, dtype=np.int64)  # next absolute step to write, per lane
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def start_episodes(self, lanes: np.ndarray, frames: np.ndarray, proprio: np.ndarray) -> None:
+        """Write the first observation of a new episode in each of ``lanes``."""
+        for i, lane in enumerate(lanes):
+            step = int(self.heads[lane])
+            self._write_obs(lane, step, frames[i], proprio[i], episode_start=step)
+
+    def add_steps(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        next_frames: np.ndarray,
+        next_proprio: np.ndarray,
+    ) -> None:
+        """Record one step in every lane.
+
+        Each lane gets the action taken from its last observation, the reward, whether the episode
+        terminated, and the observation that followed (the final one if the episode ended; start the
+        next episode with :meth:`start_episodes`).
+        """
+        a, cap = self._arrays, self.layout.capacity_per_lane
+        for lane in range(self.layout.lanes):
+            prev = int(self.heads[lane]) - 1
+            if prev < 0 or a["slot_step"][lane, prev % cap] != prev:
+                raise RuntimeError(f"lane {lane} has no observation to act from; call start_episodes first")
+            slot = prev % cap
+            a["action"][lane, slot] = actions[lane]
+            a["reward"][lane, slot] = rewards[lane]
+            a["terminated"][lane, slot] = terminated[lane]
+            a["has_action"][lane, slot] = True
+            start = int(a["episode_start"][lane, slot])
+            self._write_obs(lane, prev + 1, next_frames[lane], next_proprio[lane], episode_start=start)
+
+    def _write_obs(self, lane: int, step: int, frame: np.ndarray, proprio: np.ndarray, episode_start: int) -> None:
+        a, slot = self._arrays, step % self.layout.capacity_per_lane
+        a["frame"][lane, slot] = frame
+        a["proprio"][lane, slot] = proprio
+        a["has_action"][lane, slot] = False
+        a["terminated"][lane, slot] = False
+        a["episode_start"][lane, slot] = episode_start
+        a["slot_step"][lane, slot] = step
+        self.heads[lane] = step + 1
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Transitions that can be sampled (stored actions, across lanes)."""
+        return int(np.minimum(self.heads, self.layout.capacity_per_lane).sum()) - self.layout.lanes
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """``batch_size`` n-step transitions drawn uniformly from the valid ones."""
+        lanes = np.empty(batch_size, dtype=np.int64)
+        steps = np.empty(batch_size, dtype=np.int64)
+        filled = 0
+        for _ in range(1000):
+            lane = rng.integers(self.layout.lanes, size=batch_size)
+            low = np.maximum(self.heads[lane] - self.layout.capacity_per_lane, 0)
+            high = self.heads[lane] - 1  # the newest slot has no action yet
+            ok = high > low
+            step = low + (rng.random(batch_size) * np.maximum(high - low, 1)).astype(np.int64)
+            ok &= self._valid_start(lane, step)
+            take = min(int(ok.sum()), batch_size - filled)
+            lanes[filled : filled + take] = lane[ok][:take]
+            steps[filled : filled + take] = step[ok][:take]
+            filled += take
+            if filled == batch_size:
+                return self._gather(lanes, steps)
+        raise RuntimeError(f"replay holds too few valid transitions ({len(self)}) to sample {batch_size}")
+
+    def _valid_start(self, lane: np.ndarray, step: np.ndarray) -> np.ndarray:
+        a, cap = self._arrays, self.layout.capacity_per_lane
+        slot, next_slot = step % cap, (step + 1) % cap
+        return (
+            (a["slot_step"][lane, slot] == step)
+            & a["has_action"][lane, slot]
+            & (a["slot_step"][lane, next_slot] == step + 1)
+            # the frame history must not reach into slots already overwritten
+            & (np.maximum(step - self.layout.history + 1, a["episode_start"][lane, slot]) > self.heads[lane] - cap)
+        )
+
+    def _history(self, lane: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Frames (B, k, *frame_shape) ending at ``step``, repeating the episode's first frame."""
+        a, cap, k = self._arrays, self.layout.capacity_per_lane, self.layout.history
+        start = a["episode_start"][lane, step % cap]
+        offsets = np.arange(k - 1, -1, -1)
+        steps = np.maximum(step[:, None] - offsets[None, :], start[:, None])
+        return a["frame"][lane[:, None], steps % cap]
+
+    def _gather(self, lane: np.ndarray, step: np.ndarray) -> Batch:
+        a, cap = self._arrays, self.layout.capacity_per_lane
+        reward = np.zeros(len(step), dtype=np.float32)
+        discount = np.ones(len(step), dtype=np.float32)
+        alive = np.ones(len(step), dtype=bool)
+        last = step.copy()  # the step whose observation the target bootstraps from
+        for i in range(self.n_step):
+            cur = step + i
+            slot = cur % cap
+            reward += np.where(alive, discount * a["reward"][lane, slot], 0.0).astype(np.float32)
+            discount = np.where(alive, discount * self.gamma, discount).astype(np.float32)
+            last = np.where(alive, cur + 1, last)
+            ended = a["terminated"][lane, slot]
+            discount = np.where(alive & ended, 0.0, discount).astype(np.float32)
+            # go on only while the next observation was acted from, and that action is recorded
+            nxt = (cur + 1) % cap
+            more = (a["slot_step"][lane, nxt] == cur + 1) & a["has_action"][lane, nxt] & (cur + 2 < self.heads[lane])
+            alive &= ~ended & more
+        slot = step % cap
+        last_slot = last % cap
+        return Batch(
+            frames=self._history(lane, step),
+            proprio=a["proprio"][lane, slot],
+            action=a["action"][lane, slot],
+            reward=reward,
+            discount=discount,
+            next_frames=self._history(lane, last),
+            next_proprio=a["proprio"][lane, last_slot],
+        )
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write memory-mapped arrays to disk (before a checkpoint records the heads)."""
+        for array in self._arrays.values():
+            if isinstance(array, np.memmap):
+                array.flush()
+
+    def state(self) -> dict[str, list[int]]:
+        """What a checkpoint must record to reopen this replay."""
+        return {"heads": [int(h) for h in self.heads]}
+
+    def load_state(self, state: dict[str, list[int]]) -> None:
+        """Restore the write positions saved by :meth:`state`."""
+        heads = np.asarray(state["heads"], dtype=np.int64)
+        if heads.shape != (self.layout.lanes,):
+            raise ValueError(f"replay state has {heads.size} lanes; this replay has {self.layout.lanes}")
+        self.heads = heads
+
+
+def _open(directory: Path | None, name: str, shape: tuple[int, ...], dtype: Any, resume: bool) -> np.ndarray:
+    if directory is None:
+        return np.zeros(shape, dtype=dtype)
+    path = directory / f"{name}.npy"
+    if resume:
+        array = np.load(path, mmap_mode="r+")
+        if array.shape != shape or array.dtype != np.dtype(dtype):
+            raise ValueError(f"{path} holds {array.dtype} {array.shape}; the run expects {np.dtype(dtype)} {shape}")
+        return array
+    directory.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)

@@ -1,0 +1,292 @@
+"""The training loop: collect, update, evaluate, checkpoint, log. It computes no loss itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agent_runtime.spec import PolicySpec
+from models.encoder import FrozenEncoder
+from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.envs import build_spec, make_vector_env
+from train.evaluate import EvalResult, eval_seeds, evaluate
+from train.frames import FrameSource
+from train.metrics import TensorBoardWriter
+from train.presets import get_preset
+from train.replay import Replay, ReplayLayout
+from train.sac import SAC
+from train.teacher import build_encoder, build_learner, config_from_dict, config_to_dict, frame_shape
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoints/latest.pt"
+
+
+class LearnerPolicy:
+    """The learner's deterministic policy, acting episode by episode through its own frame history."""
+
+    def __init__(self, agent: SAC, representation: Any, history: int, encoder: FrozenEncoder | None) -> None:
+        self.agent = agent
+        self.source = FrameSource(representation, history, lanes=1, encoder=encoder)
+        self._first = True
+
+    def reset(self) -> None:
+        """A new episode: the next frame starts a fresh history."""
+        self._first = True
+
+    def __call__(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The scaled deterministic action for one observation."""
+        batch = {k: v[None] for k, v in observation.items()}
+        frame = self.source.frames(batch)
+        if self._first:
+            self.source.reset_lanes(np.array([0]), frame)
+            self._first = False
+        else:
+            self.source.push(frame)
+        action = self.agent.act(
+            torch.from_numpy(self.source.stacked()), torch.from_numpy(FrameSource.proprio(batch)), deterministic=True
+        )
+        return _scale(action, self.agent)[0]
+
+
+def _scale(action: np.ndarray, agent: SAC) -> np.ndarray:
+    low, high = agent.actor.low.numpy(), agent.actor.high.numpy()
+    return (low + 0.5 * (action + 1.0) * (high - low)).astype(np.float32)
+
+
+def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Check the run directory against --resume; on resume, the saved config (steps may grow)."""
+    path = cfg.run_dir / CHECKPOINT_NAME
+    if not cfg.resume:
+        if path.exists():
+            raise ValueError(
+                f"{cfg.run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir"
+            )
+        return cfg, None
+    if not path.exists():
+        raise CheckpointError(f"--resume: {cfg.run_dir} has no checkpoint ({path} is missing)")
+    payload = load_checkpoint(path)
+    saved = config_from_dict(TrainConfig, payload["config"])
+    resumed = dataclasses.replace(saved, steps=max(saved.steps, cfg.steps), resume=True, run_dir=cfg.run_dir)
+    return resumed, payload
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a teacher as ``cfg`` says; returns (and saves as ``summary.json``) the run summary."""
+    cfg, payload = _prepare(cfg)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    preset = get_preset(cfg.preset)
+    mode = cfg.observation_mode
+    spec = build_spec(preset, mode)
+    encoder = build_encoder(cfg)
+    if encoder is not None:
+        spec = spec.with_provenance(encoder=cfg.encoder.describe(), policy=f"sac-{cfg.representation}")
+    else:
+        spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
+    agent = build_learner(cfg, spec, encoder)
+    history = 1 if mode == "state" else spec.observation("pixels").history
+    source = FrameSource(cfg.representation, history, cfg.num_envs, encoder)
+    layout = ReplayLayout(
+        lanes=cfg.num_envs,
+        capacity_per_lane=max(min(cfg.replay_capacity, cfg.steps) // cfg.num_envs + 2, history + 2),
+        frame_shape=frame_shape(cfg, spec, encoder),
+        frame_dtype=source.frame_dtype,
+        proprio_dim=0 if mode == "state" else spec.observation("proprio").shape[0],
+        action_dim=spec.action.dim,
+        history=history,
+    )
+    replay = Replay(layout, cfg.n_step, cfg.sac.gamma, cfg.run_dir / "replay", resume=payload is not None)
+    rng = np.random.default_rng(cfg.seed)
+    state: dict[str, Any] = {"step": 0, "updates": 0, "episodes": 0, "evals": []}
+    if payload is not None:
+        _restore(payload, agent, replay, rng, state)
+        log.info("resumed %s at step %d", cfg.run_dir, state["step"])
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
+    writer = TensorBoardWriter(cfg.run_dir / "tb")
+    envs = make_vector_env(preset, mode, cfg.num_envs, processes=cfg.num_envs > 1)
+
+    def save() -> None:
+        replay.flush()
+        save_checkpoint(cfg.run_dir / CHECKPOINT_NAME, _payload(cfg, spec, agent, encoder, replay, rng, state))
+
+    def run_eval(video: Path | None) -> EvalResult:
+        policy = LearnerPolicy(agent, cfg.representation, history, encoder)
+        result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
+        state["evals"].append([state["step"], result.mean, result.std])
+        writer.scalars(state["step"], {"eval/return_mean": result.mean, "eval/return_std": result.std})
+        return result
+
+    start_step, start_time = state["step"], time.perf_counter()
+    timers = {"env": 0.0, "encode": 0.0, "update": 0.0}
+    try:
+        # A resumed run starts new episodes: the simulator state at the kill is not saved.
+        obs, _ = envs.reset(seed=cfg.seed + state["step"])
+        frames, proprio = source.frames(obs), FrameSource.proprio(obs)
+        all_lanes = np.arange(cfg.num_envs)
+        source.reset_lanes(all_lanes, frames)
+        replay.start_episodes(all_lanes, frames, proprio)
+        episode_return = np.zeros(cfg.num_envs)
+        owed_updates, next_eval = 0.0, _next_multiple(state["step"], cfg.eval_every)
+        next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
+        bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None)
+        last_eval = state["evals"][-1][1] if state["evals"] else float("nan")
+        losses: list[dict[str, float]] = []
+        while state["step"] < cfg.steps:
+            if state["step"] < cfg.learning_starts:
+                action = rng.uniform(-1.0, 1.0, (cfg.num_envs, spec.action.dim)).astype(np.float32)
+            else:
+                action = agent.act(torch.from_numpy(source.stacked()), torch.from_numpy(proprio), deterministic=False)
+            t0 = time.perf_counter()
+            obs, reward, terminated, truncated, info = envs.step(_scale(action, agent))
+            t1 = time.perf_counter()
+            next_frames, next_proprio = source.frames(obs), FrameSource.proprio(obs)
+            done = terminated | truncated
+            stored_frames, stored_proprio = next_frames, next_proprio
+            if done.any():
+                # The env reset these lanes in this same step: their final observation is in info.
+                final = _stack_final(info["final_obs"], done)
+                stored_frames, stored_proprio = next_frames.copy(), next_proprio.copy()
+                stored_frames[done] = source.frames(final)
+                stored_proprio[done] = FrameSource.proprio(final)
+            timers["encode"] += time.perf_counter() - t1
+            timers["env"] += t1 - t0
+            replay.add_steps(action, reward, terminated, stored_frames, stored_proprio)
+            source.push(next_frames)
+            episode_return += reward
+            if done.any():
+                lanes = np.flatnonzero(done)
+                replay.start_episodes(lanes, next_frames[lanes], next_proprio[lanes])
+                source.reset_lanes(lanes, next_frames[lanes])
+                for lane in lanes:
+                    writer.scalars(state["step"], {"train/episode_return": float(episode_return[lane])})
+                state["episodes"] += len(lanes)
+                episode_return[lanes] = 0.0
+            proprio = next_proprio
+            state["step"] += cfg.num_envs
+            bar.update(cfg.num_envs)
+
+            if state["step"] >= cfg.learning_starts:
+                owed_updates += cfg.num_envs * cfg.updates_per_step
+                t2 = time.perf_counter()
+                while owed_updates >= 1.0:
+                    losses.append(agent.update(replay.sample(cfg.batch_size, rng)))
+                    state["updates"] += 1
+                    owed_updates -= 1.0
+                timers["update"] += time.perf_counter() - t2
+
+            if state["step"] >= next_eval and state["step"] < cfg.steps:
+                last_eval = run_eval(None).mean
+                next_eval = _next_multiple(state["step"], cfg.eval_every)
+            if state["step"] % 1000 < cfg.num_envs:
+                elapsed = time.perf_counter() - start_time
+                perf = {
+                    "perf/steps_per_s": (state["step"] - start_step) / elapsed,
+                    **{f"perf/{name}_s": value for name, value in timers.items()},
+                }
+                if losses:
+                    perf.update({k: float(np.mean([m[k] for m in losses])) for k in losses[0]})
+                    losses.clear()
+                writer.scalars(state["step"], perf)
+                bar.set_postfix(sps=f"{perf['perf/steps_per_s']:.0f}", eval=f"{last_eval:.1f}")
+            if state["step"] >= next_checkpoint:
+                save()
+                next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
+        bar.close()
+        elapsed = time.perf_counter() - start_time
+        video_path = cfg.run_dir / "eval.mp4" if cfg.video else None
+        final_eval = run_eval(video_path)
+        save()
+    finally:
+        envs.close()
+        writer.close()
+    summary = {
+        "preset": cfg.preset,
+        "representation": cfg.representation,
+        "encoder": spec.provenance.encoder,
+        "steps": state["step"],
+        "frames": state["step"] * preset.action_repeat,
+        "updates": state["updates"],
+        "episodes": state["episodes"],
+        "wall_time_s": round(elapsed, 1),
+        "steps_per_s": round((state["step"] - start_step) / max(elapsed, 1e-9), 1),
+        "time_s": {name: round(value, 1) for name, value in timers.items()},
+        "final_eval": {"mean": final_eval.mean, "std": final_eval.std, "returns": list(final_eval.returns)},
+        "evals": state["evals"],
+        "checkpoint": str(cfg.run_dir / CHECKPOINT_NAME),
+        "video": str(video_path) if video_path else None,
+        "tensorboard": str(cfg.run_dir / "tb"),
+    }
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _stack_final(final_obs: Any, done: np.ndarray) -> dict[str, np.ndarray]:
+    """The final observations of the lanes in ``done``, as one batch."""
+    items = [final_obs[i] for i in np.flatnonzero(done)]
+    if isinstance(final_obs, dict):  # some gymnasium versions batch them already
+        return {k: v[done] for k, v in final_obs.items()}
+    return {k: np.stack([item[k] for item in items]) for k in items[0]}
+
+
+def _payload(
+    cfg: TrainConfig,
+    spec: PolicySpec,
+    agent: SAC,
+    encoder: FrozenEncoder | None,
+    replay: Replay,
+    rng: np.random.Generator,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "config": config_to_dict(cfg),
+        "spec": spec.to_dict(),
+        "head": agent.head.state_dict(),
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "critic_target": agent.critic_target.state_dict(),
+        "log_alpha": agent.log_alpha.detach().clone(),
+        "encoder": encoder.state_dict() if encoder is not None else None,
+        "optimizers": agent.optimizer_state(),
+        "replay": replay.state(),
+        "rng": {
+            "numpy": rng.bit_generator.state,
+            "torch": torch.get_rng_state(),
+            "agent": agent.generator.get_state(),
+        },
+        "progress": {k: state[k] for k in ("step", "updates", "episodes")},
+        "evals": state["evals"],
+    }
+
+
+def _restore(
+    payload: dict[str, Any], agent: SAC, replay: Replay, rng: np.random.Generator, state: dict[str, Any]
+) -> None:
+    agent.head.load_state_dict(payload["head"])
+    agent.actor.load_state_dict(payload["actor"])
+    agent.critic.load_state_dict(payload["critic"])
+    agent.critic_target.load_state_dict(payload["critic_target"])
+    with torch.no_grad():
+        agent.log_alpha.copy_(payload["log_alpha"])
+    agent.load_optimizer_state(payload["optimizers"])
+    replay.load_state(payload["replay"])
+    rng.bit_generator.state = payload["rng"]["numpy"]
+    torch.set_rng_state(payload["rng"]["torch"])
+    agent.generator.set_state(payload["rng"]["agent"])
+    state.update(payload["progress"])
+    state["evals"] = [list(e) for e in payload["evals"]]

@@ -1,0 +1,150 @@
+"""Soft actor-critic (Haarnoja et al., 2018) with twin critics, a learned temperature and n-step targets.
+
+The observation head (the trainable neck, and for the from-scratch baseline the conv encoder) learns
+from the critic's loss only: the actor sees ``head(obs).detach()``, as in DrQ-v2.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.actor import TanhGaussianActor
+from models.critic import TwinQ
+from models.policy import ObservationHead
+from models.scratch_encoder import random_shift
+from train.config import SACConfig
+from train.replay import Batch
+
+
+class SAC(nn.Module):
+    """The learner: head, actor, twin critics, target critics and temperature, with their optimizers.
+
+    Args:
+        head: the observation head (trained by the critic loss).
+        action_low: lower action bounds (the actor scales [-1, 1] to them).
+        action_high: upper action bounds.
+        config: hyperparameters.
+        generator: random source for action noise and augmentation.
+    """
+
+    def __init__(
+        self,
+        head: ObservationHead,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        config: SACConfig,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.head = head
+        self.actor = TanhGaussianActor(head.out_dim, action_low, action_high, config.hidden)
+        self.critic = TwinQ(head.out_dim, self.actor.action_dim, config.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
+        self.target_entropy = -float(self.actor.action_dim)
+        self.generator = generator
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *self.head.parameters()], lr=config.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The entropy temperature (a scalar tensor)."""
+        return self.log_alpha.exp()
+
+    @torch.no_grad()
+    def act(self, frames: torch.Tensor, proprio: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """Actions in [-1, 1] for observations (B, k, *frame_shape) and proprio (B, P)."""
+        x = self.head(frames, proprio)
+        if deterministic:
+            return self.actor.deterministic(x).numpy()
+        return self.actor.sample(x, self.generator).action.numpy()
+
+    def _augment(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.head.scratch is None or self.config.augment_pad == 0:
+            return frames
+        return random_shift(frames, self.config.augment_pad, self.generator)
+
+    def critic_loss(self, x: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+        """Squared TD error of both critics against the shared target."""
+        q1, q2 = self.critic(x, action)
+        return F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+
+    def actor_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[alpha * log pi(a|s) - min Q(s, a)], a ~ pi; also returns log pi for the temperature."""
+        sample = self.actor.sample(x, self.generator)
+        q1, q2 = self.critic(x, sample.action)
+        return (self.alpha.detach() * sample.log_prob - torch.min(q1, q2)).mean(), sample.log_prob
+
+    def temperature_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
+        """Tunes alpha so the policy's entropy tracks the target entropy (-|A|)."""
+        return -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on critics (and head), actor and temperature; returns metrics."""
+        t = _to_torch(batch)
+        x = self.head(self._augment(t["frames"]), t["proprio"])
+        with torch.no_grad():
+            next_x = self.head(self._augment(t["next_frames"]), t["next_proprio"])
+            next_sample = self.actor.sample(next_x, self.generator)
+            next_q = torch.min(*self.critic_target(next_x, next_sample.action)) - self.alpha * next_sample.log_prob
+            target_q = t["reward"] + t["discount"] * next_q
+
+        critic_loss = self.critic_loss(x, t["action"], target_q)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        # The actor learns on a detached latent: the neck and encoder learn from the critic only.
+        actor_loss, log_prob = self.actor_loss(x.detach())
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        alpha_loss = self.temperature_loss(log_prob)
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+
+        with torch.no_grad():
+            for target, online in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
+                target.lerp_(online, self.config.tau)
+        return {
+            "loss/critic": float(critic_loss.detach()),
+            "loss/actor": float(actor_loss.detach()),
+            "loss/temperature": float(alpha_loss.detach()),
+            "train/alpha": float(self.alpha.detach()),
+            "train/entropy": float(-log_prob.detach().mean()),
+            "train/q_target": float(target_q.mean()),
+        }
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """Optimizer states, for checkpoints."""
+        return {
+            "actor": self.actor_opt.state_dict(),
+            "critic": self.critic_opt.state_dict(),
+            "alpha": self.alpha_opt.state_dict(),
+        }
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state` saved."""
+        self.actor_opt.load_state_dict(state["actor"])
+        self.critic_opt.load_state_dict(state["critic"])
+        self.alpha_opt.load_state_dict(state["alpha"])
+
+
+def _to_torch(batch: Batch) -> dict[str, torch.Tensor]:
+    out = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in batch._asdict().items()}
+    # Features are stored in half precision; the networks compute in float32.
+    for name in ("frames", "next_frames"):
+        if out[name].dtype == torch.float16:
+            out[name] = out[name].float()
+    return out
