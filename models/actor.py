@@ -10,9 +10,11 @@ from torch import nn
 
 from models.mlp import mlp
 
-# log std is squashed into this range (as in DrQ and SAC-AE): wide enough for near-deterministic
-# and for very exploratory policies, bounded so the first updates cannot blow up.
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# log std is clipped to this range, as in Stable-Baselines3. The raw output starts near 0 (std 1
+# before tanh), so the policy explores widely at first. Squashing it with tanh into [-5, 2] instead
+# (as DrQ and SAC-AE do) starts it at std 0.22; on InvertedPendulum from state, seed 0, SB3's
+# hyperparameters, that version reached an evaluation return of 126 after 8k steps, this one 175.
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
 
 class ActionSample(NamedTuple):
@@ -43,8 +45,7 @@ class TanhGaussianActor(nn.Module):
 
     def _mean_log_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(x).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
-        return mean, log_std
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def deterministic(self, x: torch.Tensor) -> torch.Tensor:
         """The policy's mode, tanh(mean), in [-1, 1]: (B, in_dim) -> (B, A)."""

@@ -69,7 +69,9 @@ class FrozenEncoder(nn.Module):
             raise ValueError(f"frames must be uint8 (N, H, W, 3); got {frames.dtype} {tuple(frames.shape)}")
         x = frames.permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (self.input_size, self.input_size):
-            antialias = self.interpolation != "nearest"
+            # Antialiasing matters only when shrinking; enlarging without it also exports to ONNX.
+            shrinking = x.shape[-1] > self.input_size or x.shape[-2] > self.input_size
+            antialias = shrinking and self.interpolation != "nearest"
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation, antialias=antialias)
         return x * self.scale + self.shift
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from models.config import EncoderConfig
 from models.policy_kinds import NeckKind, Representation
@@ -59,6 +60,9 @@ class TrainConfig:
     """Compression neck on frozen features: linear (pooled or flattened maps) or conv (spatial maps)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84))
     """The frozen vision encoder (representation 'frozen' only)."""
+    encoder_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    """Where the frozen encoder runs while collecting: onnxruntime (exported once per run and checked
+    against torch; several times faster on CPUs) or torch."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Actor-critic hyperparameters."""
     steps: int = 30_000
@@ -76,7 +80,8 @@ class TrainConfig:
     learning_starts: int = 1_000
     """Environment steps of uniformly random actions before learning starts."""
     replay_capacity: int = 1_000_000
-    """Transitions kept (spread over the environments); capped at `steps`."""
+    """Observation slots kept (spread over the environments; an episode's end takes one extra slot);
+    capped at twice `steps`, which always holds the whole run."""
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many environment steps."""
     eval_episodes: int = 5

@@ -8,11 +8,26 @@ the feature level, per environment lane, so no frame is ever encoded twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from models.encoder import FrozenEncoder
 from models.policy_kinds import Representation
+
+Encode = Callable[[np.ndarray], np.ndarray]
+"""uint8 frames (N, H, W, 3) -> float features (N, ...): a frozen encoder, in torch or onnxruntime."""
+
+
+def torch_encode(encoder: FrozenEncoder) -> Encode:
+    """The frozen encoder as an :data:`Encode` function running in torch."""
+
+    def encode(frames: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return encoder(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+
+    return encode
 
 
 class FrameSource:
@@ -22,13 +37,13 @@ class FrameSource:
         representation: ``frozen``, ``scratch`` or ``state``.
         history: frames per observation (``k``).
         lanes: number of environments.
-        encoder: the frozen encoder (``frozen`` only).
+        encode: the frozen encoder (``frozen`` only).
     """
 
-    def __init__(self, representation: Representation, history: int, lanes: int, encoder: FrozenEncoder | None) -> None:
-        if (representation == "frozen") != (encoder is not None):
+    def __init__(self, representation: Representation, history: int, lanes: int, encode: Encode | None) -> None:
+        if (representation == "frozen") != (encode is not None):
             raise ValueError("a frozen encoder is needed exactly for the 'frozen' representation")
-        self.representation, self.encoder, self.lanes = representation, encoder, lanes
+        self.representation, self.encode, self.lanes = representation, encode, lanes
         self.history = 1 if representation == "state" else history
         self._stack: np.ndarray | None = None  # (lanes, k, *frame_shape)
 
@@ -41,12 +56,10 @@ class FrameSource:
         """The newest frame of each observation in a batch: (B, *frame_shape)."""
         if self.representation == "state":
             return obs["state"].astype(np.float32, copy=False)
-        newest = obs["pixels"][..., -3:]
-        if self.encoder is None:
-            return np.ascontiguousarray(newest)
-        with torch.no_grad():
-            features = self.encoder(torch.from_numpy(np.ascontiguousarray(newest)))
-        return features.numpy().astype(np.float16)
+        newest = np.ascontiguousarray(obs["pixels"][..., -3:])
+        if self.encode is None:
+            return newest
+        return self.encode(newest).astype(np.float16)
 
     @staticmethod
     def proprio(obs: dict[str, np.ndarray]) -> np.ndarray:

@@ -19,7 +19,7 @@ from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.envs import build_spec, make_vector_env
 from train.evaluate import EvalResult, eval_seeds, evaluate
-from train.frames import FrameSource
+from train.frames import Encode, FrameSource, torch_encode
 from train.metrics import TensorBoardWriter
 from train.presets import get_preset
 from train.replay import Replay, ReplayLayout
@@ -34,9 +34,9 @@ CHECKPOINT_NAME = "checkpoints/latest.pt"
 class LearnerPolicy:
     """The learner's deterministic policy, acting episode by episode through its own frame history."""
 
-    def __init__(self, agent: SAC, representation: Any, history: int, encoder: FrozenEncoder | None) -> None:
+    def __init__(self, agent: SAC, representation: Any, history: int, encode: Encode | None) -> None:
         self.agent = agent
-        self.source = FrameSource(representation, history, lanes=1, encoder=encoder)
+        self.source = FrameSource(representation, history, lanes=1, encode=encode)
         self._first = True
 
     def reset(self) -> None:
@@ -95,10 +95,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
     agent = build_learner(cfg, spec, encoder)
     history = 1 if mode == "state" else spec.observation("pixels").history
-    source = FrameSource(cfg.representation, history, cfg.num_envs, encoder)
+    encode = _encode_function(cfg, encoder, spec)
+    source = FrameSource(cfg.representation, history, cfg.num_envs, encode)
     layout = ReplayLayout(
         lanes=cfg.num_envs,
-        capacity_per_lane=max(min(cfg.replay_capacity, cfg.steps) // cfg.num_envs + 2, history + 2),
+        # A step takes one slot, and an episode's end one more (its final observation beside the next
+        # episode's first), so twice the steps always fits.
+        capacity_per_lane=max(min(cfg.replay_capacity, 2 * cfg.steps) // cfg.num_envs + 2, history + 2),
         frame_shape=frame_shape(cfg, spec, encoder),
         frame_dtype=source.frame_dtype,
         proprio_dim=0 if mode == "state" else spec.observation("proprio").shape[0],
@@ -121,14 +124,20 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         replay.flush()
         save_checkpoint(cfg.run_dir / CHECKPOINT_NAME, _payload(cfg, spec, agent, encoder, replay, rng, state))
 
+    eval_time = [0.0]
+    start_step, start_time = state["step"], time.perf_counter()
+
     def run_eval(video: Path | None) -> EvalResult:
-        policy = LearnerPolicy(agent, cfg.representation, history, encoder)
+        began = time.perf_counter()
+        policy = LearnerPolicy(agent, cfg.representation, history, encode)
         result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
         state["evals"].append([state["step"], result.mean, result.std])
         writer.scalars(state["step"], {"eval/return_mean": result.mean, "eval/return_std": result.std})
+        eval_time[0] += time.perf_counter() - began
+        rate = (state["step"] - start_step) / max(time.perf_counter() - start_time, 1e-9)
+        log.info("step %d: evaluation return %.1f +- %.1f (%.0f steps/s)", state["step"], result.mean, result.std, rate)
         return result
 
-    start_step, start_time = state["step"], time.perf_counter()
     timers = {"env": 0.0, "encode": 0.0, "update": 0.0}
     try:
         # A resumed run starts new episodes: the simulator state at the kill is not saved.
@@ -143,6 +152,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None)
         last_eval = state["evals"][-1][1] if state["evals"] else float("nan")
         losses: list[dict[str, float]] = []
+        learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
         while state["step"] < cfg.steps:
             if state["step"] < cfg.learning_starts:
                 action = rng.uniform(-1.0, 1.0, (cfg.num_envs, spec.action.dim)).astype(np.float32)
@@ -178,6 +188,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             bar.update(cfg.num_envs)
 
             if state["step"] >= cfg.learning_starts:
+                if learn_start is None:
+                    learn_start = (state["step"], time.perf_counter())
                 owed_updates += cfg.num_envs * cfg.updates_per_step
                 t2 = time.perf_counter()
                 while owed_updates >= 1.0:
@@ -205,6 +217,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
         bar.close()
         elapsed = time.perf_counter() - start_time
+        learning_rate = None
+        if learn_start is not None and state["step"] > learn_start[0]:
+            # Environment steps per second while learning (one step, its encoding and its updates),
+            # without the random warm-up and without evaluations.
+            learning_rate = (state["step"] - learn_start[0]) / (time.perf_counter() - learn_start[1] - eval_time[0])
         video_path = cfg.run_dir / "eval.mp4" if cfg.video else None
         final_eval = run_eval(video_path)
         save()
@@ -221,6 +238,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "episodes": state["episodes"],
         "wall_time_s": round(elapsed, 1),
         "steps_per_s": round((state["step"] - start_step) / max(elapsed, 1e-9), 1),
+        "learning_steps_per_s": round(learning_rate, 1) if learning_rate is not None else None,
         "time_s": {name: round(value, 1) for name, value in timers.items()},
         "final_eval": {"mean": final_eval.mean, "std": final_eval.std, "returns": list(final_eval.returns)},
         "evals": state["evals"],
@@ -230,6 +248,17 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     }
     (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _encode_function(cfg: TrainConfig, encoder: FrozenEncoder | None, spec: PolicySpec) -> Encode | None:
+    if encoder is None:
+        return None
+    if cfg.encoder_runtime == "torch":
+        return torch_encode(encoder)
+    from train.onnx_encoder import OnnxEncoder
+
+    h, w, _ = spec.observation("pixels").shape
+    return OnnxEncoder(encoder, cfg.run_dir / "encoder.onnx", (h, w), cfg.threads)
 
 
 def _next_multiple(step: int, every: int) -> int:

@@ -91,9 +91,13 @@ class SAC(nn.Module):
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critics (and head), actor and temperature; returns metrics."""
         t = _to_torch(batch)
-        x = self.head(self._augment(t["frames"]), t["proprio"])
+        # One pass of the head over observations and next observations together (half the calls);
+        # the next observations' half is detached: targets carry no gradient.
+        frames = self._augment(torch.cat([t["frames"], t["next_frames"]]))
+        both = self.head(frames, torch.cat([t["proprio"], t["next_proprio"]]))
+        x, next_x = both.split(len(t["reward"]))
+        next_x = next_x.detach()
         with torch.no_grad():
-            next_x = self.head(self._augment(t["next_frames"]), t["next_proprio"])
             next_sample = self.actor.sample(next_x, self.generator)
             next_q = torch.min(*self.critic_target(next_x, next_sample.action)) - self.alpha * next_sample.log_prob
             target_q = t["reward"] + t["discount"] * next_q
@@ -104,10 +108,13 @@ class SAC(nn.Module):
         self.critic_opt.step()
 
         # The actor learns on a detached latent: the neck and encoder learn from the critic only.
+        # The critic's weights take no gradient here (it flows through them to the action only).
+        self.critic.requires_grad_(False)
         actor_loss, log_prob = self.actor_loss(x.detach())
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
+        self.critic.requires_grad_(True)
 
         alpha_loss = self.temperature_loss(log_prob)
         self.alpha_opt.zero_grad(set_to_none=True)

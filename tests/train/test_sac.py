@@ -101,13 +101,13 @@ def test_critic_loss_trains_the_neck():
 def test_the_frozen_encoder_never_changes_in_an_update():
     from models.config import EncoderConfig
     from models.encoder import FrozenEncoder
-    from train.frames import FrameSource
+    from train.frames import FrameSource, torch_encode
 
     encoder = FrozenEncoder(EncoderConfig(weights="none", input_size=32))
     before = _params(encoder)
     cfg = TrainConfig(encoder=EncoderConfig(weights="none", input_size=32))
     agent = build_learner(cfg, _spec(), encoder)
-    source = FrameSource("frozen", 3, 8, encoder)
+    source = FrameSource("frozen", 3, 8, torch_encode(encoder))
     pixels = np.random.default_rng(0).integers(0, 256, (8, 84, 84, 9), dtype=np.uint8)
     frames = source.frames({"pixels": pixels, "proprio": np.zeros((8, 2), np.float32)})
     batch = _batch(shape=frames.shape[1:])

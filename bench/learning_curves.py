@@ -1,0 +1,87 @@
+"""Evaluation return against environment steps for frozen-timm pixels, from-scratch pixels and state.
+
+Trains every (task, method, seed) given, one run after another, then writes a table of the final and
+best evaluation returns and a PNG of the curves (mean over seeds, band = min..max). Runs that exist
+in --out with a summary.json are reused, so the benchmark can be built up over several sessions.
+
+Targets (issue 3): inverted_pendulum from pixels >= 900 within 30k steps; reacher from pixels >= -8
+within 100k steps.
+
+Usage: python bench/learning_curves.py --task inverted_pendulum:30000 --method frozen state --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from train.config import TrainConfig
+from train.runner import run
+
+
+def curves(out: Path, task: str, steps: int, method: str, seeds: list[int], eval_every: int) -> list[list[list[float]]]:
+    runs = []
+    for seed in seeds:
+        run_dir = out / f"{task}-{method}-s{seed}"
+        summary_path = run_dir / "summary.json"
+        if not summary_path.exists():
+            cfg = TrainConfig(
+                preset=task,
+                representation=method,  # type: ignore[arg-type]
+                steps=steps,
+                seed=seed,
+                eval_every=eval_every,
+                checkpoint_every=eval_every,
+                run_dir=run_dir,
+                resume=(run_dir / "checkpoints" / "latest.pt").exists(),
+            )
+            run(cfg)
+        runs.append(json.loads(summary_path.read_text())["evals"])
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", nargs="+", default=["inverted_pendulum:30000"], help="preset:steps")
+    parser.add_argument("--method", nargs="+", default=["frozen", "scratch", "state"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--eval-every", type=int, default=2500)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
+    args = parser.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    figure, axes = plt.subplots(1, len(args.task), figsize=(6 * len(args.task), 4), squeeze=False)
+    for axis, spec in zip(axes[0], args.task, strict=True):
+        task, steps = spec.split(":")
+        for method in args.method:
+            runs = curves(args.out, task, int(steps), method, args.seeds, args.eval_every)
+            length = min(len(r) for r in runs)
+            x = np.array([r[i][0] for i in range(length) for r in runs[:1]])
+            y = np.array([[r[i][1] for i in range(length)] for r in runs])
+            axis.plot(x, y.mean(0), label=method)
+            axis.fill_between(x, y.min(0), y.max(0), alpha=0.2)
+            finals = y[:, -1]
+            rows.append((task, method, len(runs), finals.mean(), finals.std(), y.max(1).mean(), int(x[-1])))
+        axis.set_title(task)
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel("evaluation return")
+        axis.legend()
+    figure.tight_layout()
+    png = args.out / "learning_curves.png"
+    figure.savefig(png, dpi=100)
+    print("| task | method | seeds | final return (mean +- std) | best return (mean over seeds) | steps |")
+    print("|---|---|---:|---:|---:|---:|")
+    for task, method, n, mean, std, best, steps in rows:
+        print(f"| {task} | {method} | {n} | {mean:.1f} +- {std:.1f} | {best:.1f} | {steps} |")
+    print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
