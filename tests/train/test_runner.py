@@ -29,7 +29,7 @@ TINY = [
 
 def test_tiny_frozen_pixel_run_through_the_cli(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = ["train", *TINY, "--encoder.input-size", "32", "--video-size", "64", "--run-dir", str(run_dir)]
+    argv = ["train", *TINY, "--encoder.input-size", "96", "--video-size", "64", "--run-dir", str(run_dir)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "trained frozen teacher on inverted_pendulum: 240 steps" in out
@@ -40,7 +40,8 @@ def test_tiny_frozen_pixel_run_through_the_cli(tmp_path, capsys):
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     payload = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)  # plain data, no pickle
     assert payload["format_version"] == 1 and payload["progress"]["step"] == 240
-    assert payload["spec"]["provenance"]["encoder"] == "tf_efficientnet_lite0@32/pooled"
+    assert payload["spec"]["provenance"]["encoder"] == "tf_efficientnet_lite0@96/pooled"
+    assert (run_dir / "encoder.onnx").exists()  # the default: collection runs the encoder in onnxruntime
 
 
 def test_teacher_from_checkpoint_acts_like_the_learner(tmp_path):
