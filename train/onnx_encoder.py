@@ -57,6 +57,8 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle onnxruntime threads spin by default, burning the cores the torch update needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         with torch.no_grad():
             expected = encoder(probe).numpy()
