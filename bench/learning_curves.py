@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2500)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,6 +9,7 @@ exported once per run, and the export is checked against torch before it is used
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,23 +38,27 @@ class OnnxEncoder:
     def __init__(self, encoder: FrozenEncoder, path: Path, frame_hw: tuple[int, int], threads: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = torch.randint(0, 256, (4, *frame_hw, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        try:
-            torch.onnx.export(
-                encoder.eval(),
-                (probe,),
-                str(path),
-                input_names=["frames"],
-                output_names=["features"],
-                dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=18,
-                dynamo=False,
-            )
-        except torch.onnx.errors.OnnxExporterError as exc:
-            raise RuntimeError(
-                f"the encoder cannot be exported to ONNX ({exc}); antialiased shrinking of frames larger "
-                "than encoder.input_size does not export: use a larger encoder.input_size, or train with "
-                "--encoder-runtime torch"
-            ) from exc
+        with warnings.catch_warnings():
+            # The frame size is fixed for the run, so the tracer baking shape checks in is intended.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                torch.onnx.export(
+                    encoder.eval(),
+                    (probe,),
+                    str(path),
+                    input_names=["frames"],
+                    output_names=["features"],
+                    dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
+                    opset_version=18,
+                    dynamo=False,
+                )
+            except torch.onnx.errors.OnnxExporterError as exc:
+                raise RuntimeError(
+                    f"the encoder cannot be exported to ONNX ({exc}); antialiased shrinking of frames larger "
+                    "than encoder.input_size does not export: use a larger encoder.input_size, or train with "
+                    "--encoder-runtime torch"
+                ) from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -122,3 +122,33 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
     assert payload["progress"]["step"] == target
     assert payload["progress"]["updates"] == target - 50 + 1  # one per step from step 50, none lost or repeated
     assert Path(summary["checkpoint"]).exists()
+
+
+def test_replay_holds_exactly_what_the_environment_did(tmp_path):
+    # Re-simulate the run from its seed with the actions the replay stored: every next observation,
+    # reward and termination must match, episode boundaries included.
+    import gymnasium as gym
+
+    from train.replay import Replay, ReplayLayout
+
+    cfg = TrainConfig(representation="state", steps=300, learning_starts=10**6, eval_every=10**6, eval_episodes=1,
+                      video=False, run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    layout = ReplayLayout(1, 602, (4,), "float32", 0, 1, 1)  # the run's: 2 * 300 + 2 slots
+    arrays = Replay(layout, 1, 0.99, tmp_path / "r" / "replay", resume=True)._arrays
+    env = gym.make("InvertedPendulum-v5")
+    obs, _ = env.reset(seed=cfg.seed)
+    np.testing.assert_allclose(arrays["frame"][0, 0], obs, atol=1e-6)  # stored as float32
+    checked = 0
+    for t in range(300):
+        assert arrays["slot_step"][0, t] == t
+        if not arrays["has_action"][0, t]:  # the final observation of an episode: the env reset here
+            obs, _ = env.reset()
+            np.testing.assert_allclose(arrays["frame"][0, t + 1], obs, atol=1e-6)
+            continue
+        obs, reward, terminated, _, _ = env.step(arrays["action"][0, t] * 3.0)  # stored in [-1, 1]; bounds +-3
+        np.testing.assert_allclose(arrays["frame"][0, t + 1], obs, atol=1e-6)
+        assert arrays["reward"][0, t] == reward and arrays["terminated"][0, t] == terminated
+        checked += 1
+    env.close()
+    assert checked > 250
