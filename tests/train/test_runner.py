@@ -146,7 +146,9 @@ def test_replay_holds_exactly_what_the_environment_did(tmp_path):
             obs, _ = env.reset()
             np.testing.assert_allclose(arrays["frame"][0, t + 1], obs, atol=1e-6)
             continue
-        obs, reward, terminated, _, _ = env.step(arrays["action"][0, t] * 3.0)  # stored in [-1, 1]; bounds +-3
+        stored = arrays["action"][0, t]  # in [-1, 1]; scaled to the bounds +-3 as the runner does
+        low, high = np.float32(-3.0), np.float32(3.0)
+        obs, reward, terminated, _, _ = env.step((low + 0.5 * (stored + 1.0) * (high - low)).astype(np.float32))
         np.testing.assert_allclose(arrays["frame"][0, t + 1], obs, atol=1e-6)
         assert arrays["reward"][0, t] == reward and arrays["terminated"][0, t] == terminated
         checked += 1
