@@ -14,7 +14,7 @@ def test_state_sac_solves_inverted_pendulum(tmp_path):
     cfg = TrainConfig(
         preset="inverted_pendulum",
         representation="state",
-        steps=15_000,
+        steps=30_000,  # the budget for InvertedPendulum
         eval_every=5_000,
         eval_episodes=5,
         video=False,
