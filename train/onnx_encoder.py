@@ -54,10 +54,11 @@ class OnnxEncoder:
                     dynamo=False,
                 )
             except torch.onnx.errors.OnnxExporterError as exc:
+                hint = ""
+                if "_aa" in str(exc):
+                    hint = " (antialiased shrinking does not export: use encoder.input_size >= the frame size)"
                 raise RuntimeError(
-                    f"the encoder cannot be exported to ONNX ({exc}); antialiased shrinking of frames larger "
-                    "than encoder.input_size does not export: use a larger encoder.input_size, or train with "
-                    "--encoder-runtime torch"
+                    f"the encoder cannot be exported to ONNX: {exc}{hint}; or train with --encoder-runtime torch"
                 ) from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
