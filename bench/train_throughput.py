@@ -3,7 +3,8 @@
 Side by side in one run, on one preset:
 1. ceiling: the bare environment's step+render rate (pixels, no learning);
 2. ours: environment steps per second of pixel training with the default frozen encoder
-   (tf_efficientnet_lite0), one update per step, batch 256, measured after learning starts;
+   (tf_efficientnet_lite0, stage-2 feature map, conv neck), one update per step, batch 256,
+   measured after learning starts;
 3. peer: Stable-Baselines3 SAC with default settings (batch 256, one update per step) on the same
    task's state observations, measured after learning starts.
 Target (issue 3): ours >= 1.5x the peer.
@@ -14,6 +15,7 @@ Usage: python bench/train_throughput.py [--preset inverted_pendulum] [--steps 20
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -23,7 +25,6 @@ import gymnasium as gym
 import torch
 
 from bench.env_rate import steps_per_second
-from models.config import EncoderConfig
 from train.config import TrainConfig
 from train.presets import get_preset
 from train.runner import run
@@ -36,7 +37,7 @@ def ours(preset: str, steps: int, representation: str, encoder_size: int) -> flo
         cfg = TrainConfig(
             preset=preset,
             representation=representation,  # type: ignore[arg-type]
-            encoder=EncoderConfig(input_size=encoder_size),
+            encoder=dataclasses.replace(TrainConfig().encoder, input_size=encoder_size),
             steps=WARMUP + steps,
             learning_starts=WARMUP,
             batch_size=256,

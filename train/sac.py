@@ -51,12 +51,11 @@ class SAC(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
         self.target_entropy = -float(self.actor.action_dim)
         self.generator = generator
-        # Fused Adam: one kernel per step instead of several per parameter (about 1 ms per update here).
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, fused=True)
-        self.critic_opt = torch.optim.Adam(
-            [*self.critic.parameters(), *self.head.parameters()], lr=config.critic_lr, fused=True
-        )
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr, fused=True)
+        # Not fused=True: on this 2-core CPU the fused Adam step was 10x slower than the default
+        # (30 ms against 3 ms for the twin critics).
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *self.head.parameters()], lr=config.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
 
     @property
     def alpha(self) -> torch.Tensor:

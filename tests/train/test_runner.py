@@ -40,7 +40,7 @@ def test_tiny_frozen_pixel_run_through_the_cli(tmp_path, capsys):
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     payload = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)  # plain data, no pickle
     assert payload["format_version"] == 1 and payload["progress"]["step"] == 240
-    assert payload["spec"]["provenance"]["encoder"] == "tf_efficientnet_lite0@96/pooled"
+    assert payload["spec"]["provenance"]["encoder"] == "tf_efficientnet_lite0@96/stage2"
     assert (run_dir / "encoder.onnx").exists()  # the default: collection runs the encoder in onnxruntime
 
 

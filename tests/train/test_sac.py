@@ -105,7 +105,7 @@ def test_the_frozen_encoder_never_changes_in_an_update():
 
     encoder = FrozenEncoder(EncoderConfig(weights="none", input_size=32))
     before = _params(encoder)
-    cfg = TrainConfig(encoder=EncoderConfig(weights="none", input_size=32))
+    cfg = TrainConfig(encoder=EncoderConfig(weights="none", input_size=32), neck="linear")
     agent = build_learner(cfg, _spec(), encoder)
     source = FrameSource("frozen", 3, 8, torch_encode(encoder))
     pixels = np.random.default_rng(0).integers(0, 256, (8, 84, 84, 9), dtype=np.uint8)
