@@ -266,10 +266,8 @@ def _next_multiple(step: int, every: int) -> int:
 
 
 def _stack_final(final_obs: Any, done: np.ndarray) -> dict[str, np.ndarray]:
-    """The final observations of the lanes in ``done``, as one batch."""
+    """The final observations of the lanes in ``done`` (gymnasium gives one dict per lane), as one batch."""
     items = [final_obs[i] for i in np.flatnonzero(done)]
-    if isinstance(final_obs, dict):  # some gymnasium versions batch them already
-        return {k: v[done] for k, v in final_obs.items()}
     return {k: np.stack([item[k] for item in items]) for k in items[0]}
 
 
