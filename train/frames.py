@@ -35,7 +35,7 @@ class FrameSource:
 
     Args:
         representation: ``frozen``, ``scratch`` or ``state``.
-        history: frames per observation (``k``).
+        history: frames per observation (``k``; 1 for state vectors, see ``train.teacher.history``).
         lanes: number of environments.
         encode: the frozen encoder (``frozen`` only).
     """
@@ -43,8 +43,7 @@ class FrameSource:
     def __init__(self, representation: Representation, history: int, lanes: int, encode: Encode | None) -> None:
         if (representation == "frozen") != (encode is not None):
             raise ValueError("a frozen encoder is needed exactly for the 'frozen' representation")
-        self.representation, self.encode, self.lanes = representation, encode, lanes
-        self.history = 1 if representation == "state" else history
+        self.representation, self.encode, self.lanes, self.history = representation, encode, lanes, history
         self._stack: np.ndarray | None = None  # (lanes, k, *frame_shape)
 
     @property

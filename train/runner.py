@@ -24,7 +24,15 @@ from train.metrics import TensorBoardWriter
 from train.presets import get_preset
 from train.replay import Replay, ReplayLayout
 from train.sac import SAC
-from train.teacher import build_encoder, build_learner, config_from_dict, config_to_dict, frame_shape
+from train.teacher import (
+    build_encoder,
+    build_learner,
+    config_from_dict,
+    config_to_dict,
+    frame_shape,
+    history,
+    proprio_dim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +67,9 @@ class LearnerPolicy:
 
 
 def _scale(action: np.ndarray, agent: SAC) -> np.ndarray:
-    low, high = agent.actor.low.numpy(), agent.actor.high.numpy()
-    return (low + 0.5 * (action + 1.0) * (high - low)).astype(np.float32)
+    """Actions in [-1, 1] to the action bounds, by the actor's own mapping (the one export carries)."""
+    with torch.no_grad():
+        return agent.actor.scale(torch.from_numpy(action)).numpy()
 
 
 def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -94,19 +103,19 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     else:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
     agent = build_learner(cfg, spec, encoder)
-    history = 1 if mode == "state" else spec.observation("pixels").history
+    frames_per_obs = history(cfg, spec)
     encode = _encode_function(cfg, encoder, spec)
-    source = FrameSource(cfg.representation, history, cfg.num_envs, encode)
+    source = FrameSource(cfg.representation, frames_per_obs, cfg.num_envs, encode)
     layout = ReplayLayout(
         lanes=cfg.num_envs,
         # A step takes one slot, and an episode's end one more (its final observation beside the next
         # episode's first), so twice the steps always fits.
-        capacity_per_lane=max(min(cfg.replay_capacity, 2 * cfg.steps) // cfg.num_envs + 2, history + 2),
+        capacity_per_lane=max(min(cfg.replay_capacity, 2 * cfg.steps) // cfg.num_envs + 2, frames_per_obs + 2),
         frame_shape=frame_shape(cfg, spec, encoder),
         frame_dtype=source.frame_dtype,
-        proprio_dim=0 if mode == "state" else spec.observation("proprio").shape[0],
+        proprio_dim=proprio_dim(cfg, spec),
         action_dim=spec.action.dim,
-        history=history,
+        history=frames_per_obs,
     )
     replay = Replay(layout, cfg.n_step, cfg.sac.gamma, cfg.run_dir / "replay", resume=payload is not None)
     rng = np.random.default_rng(cfg.seed)
@@ -129,7 +138,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     def run_eval(video: Path | None) -> EvalResult:
         began = time.perf_counter()
-        policy = LearnerPolicy(agent, cfg.representation, history, encode)
+        policy = LearnerPolicy(agent, cfg.representation, frames_per_obs, encode)
         result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
         state["evals"].append([state["step"], result.mean, result.std])
         writer.scalars(state["step"], {"eval/return_mean": result.mean, "eval/return_std": result.std})

@@ -19,6 +19,16 @@ from train.config import TrainConfig
 from train.sac import SAC
 
 
+def history(cfg: TrainConfig, spec: PolicySpec) -> int:
+    """Frames per observation: the pixel entry's history, or 1 for a state vector."""
+    return 1 if cfg.representation == "state" else spec.observation("pixels").history
+
+
+def proprio_dim(cfg: TrainConfig, spec: PolicySpec) -> int:
+    """Length of the proprio vector joined after the neck (0 for a state vector)."""
+    return 0 if cfg.representation == "state" else spec.observation("proprio").shape[0]
+
+
 def frame_shape(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> tuple[int, ...]:
     """The shape of one stored frame for this run's representation."""
     if cfg.representation == "state":
@@ -36,10 +46,13 @@ def build_encoder(cfg: TrainConfig) -> FrozenEncoder | None:
 
 def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> ObservationHead:
     """The observation head for this run."""
-    proprio_dim = spec.observation("proprio").shape[0] if cfg.representation != "state" else 0
-    history = spec.observation("pixels").history if cfg.representation != "state" else 1
     return ObservationHead(
-        cfg.representation, history, frame_shape(cfg, spec, encoder), proprio_dim, cfg.sac.latent_dim, cfg.neck
+        cfg.representation,
+        history(cfg, spec),
+        frame_shape(cfg, spec, encoder),
+        proprio_dim(cfg, spec),
+        cfg.sac.latent_dim,
+        cfg.neck,
     )
 
 
@@ -67,8 +80,7 @@ def policy_from_checkpoint(path: Path) -> tuple[Policy, PolicySpec, TrainConfig]
         head.out_dim, torch.tensor(spec.action.low), torch.tensor(spec.action.high), cfg.sac.hidden
     )
     actor.load_state_dict(payload["actor"])
-    history = 1 if cfg.representation == "state" else spec.observation("pixels").history
-    return Policy(head, actor, encoder, history).eval(), spec, cfg
+    return Policy(head, actor, encoder, history(cfg, spec)).eval(), spec, cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
