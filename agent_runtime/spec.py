@@ -26,6 +26,13 @@ import numpy as np
 SPEC_FORMAT_VERSION = 1
 """Bumped whenever the JSON layout changes; readers refuse versions newer than theirs."""
 
+ONNX_SPEC_KEY = "agent_runtime.spec"
+"""Key of the ONNX metadata entry (``metadata_props``) holding the policy's spec as JSON."""
+
+ONNX_ACTION_OUTPUT = "action"
+"""Name of an exported policy's output: float32 (batch, action dim), already within the bounds.
+Its inputs are named after the spec's observation entries, with a dynamic batch axis first."""
+
 Dtype = Literal["uint8", "float32"]
 Layout = Literal["image", "vector"]
 
@@ -521,3 +528,20 @@ def _provenance_from(data: Any) -> Provenance:
         policy=_string(f["policy"], "spec.provenance.policy", optional=True),
         model_sha256=_string(f["model_sha256"], "spec.provenance.model_sha256", optional=True),
     )
+
+
+def spec_from_onnx_metadata(metadata: Mapping[str, str], source: str = "the ONNX file") -> PolicySpec:
+    """The spec an exported policy carries in its metadata (onnxruntime's ``custom_metadata_map``).
+
+    Raises:
+        SpecError: naming ``source``, when the entry is missing or not a valid spec.
+    """
+    if ONNX_SPEC_KEY not in metadata:
+        raise SpecError(
+            f"{source} carries no policy spec (metadata key {ONNX_SPEC_KEY!r} is missing): "
+            "export it with `agent-runtime export`"
+        )
+    try:
+        return PolicySpec.from_json(metadata[ONNX_SPEC_KEY])
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from exc

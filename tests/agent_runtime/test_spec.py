@@ -1061,3 +1061,14 @@ def test_bools_are_not_integers(case):
 def test_observation_name_with_trailing_newline_is_refused():
     with pytest.raises(SpecError):
         pixels_entry(name="pixels\n")
+
+
+def test_spec_from_onnx_metadata_round_trip_and_errors():
+    from agent_runtime.spec import ONNX_SPEC_KEY, spec_from_onnx_metadata
+
+    spec = pixel_spec()
+    assert spec_from_onnx_metadata({ONNX_SPEC_KEY: spec.to_json()}) == spec
+    with pytest.raises(SpecError, match="carries no policy spec"):
+        spec_from_onnx_metadata({}, source="policy.onnx")
+    with pytest.raises(SpecError, match=r"policy\.onnx: policy spec is not valid JSON"):
+        spec_from_onnx_metadata({ONNX_SPEC_KEY: "{"}, source="policy.onnx")
