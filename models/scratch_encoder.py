@@ -35,8 +35,30 @@ class ScratchConvEncoder(nn.Module):
         return self.net(x).flatten(1).unsqueeze(1)
 
 
+def shift_maps(maps: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ's augmentation on float maps: pad by replicating edges, crop back at a random offset per sample.
+
+    Args:
+        maps: float (B, C, H, W); every channel of a sample gets the same shift.
+        pad: maximum shift in cells.
+        generator: random source, for reproducibility.
+
+    Returns:
+        float (B, C, H, W), shifted.
+    """
+    b, c, h, w = maps.shape
+    x = nn.functional.pad(maps, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=maps.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=maps.device)
+    rows = dy.view(b, 1) + torch.arange(h, device=maps.device)  # (B, H)
+    cols = dx.view(b, 1) + torch.arange(w, device=maps.device)  # (B, W)
+    batch = torch.arange(b, device=maps.device).view(b, 1, 1, 1)
+    channel = torch.arange(c, device=maps.device).view(1, c, 1, 1)
+    return x[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
 def random_shift(frames: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ's augmentation: pad by replicating edges, then crop back at a random offset per sample.
+    """DrQ's augmentation of camera frames (see :func:`shift_maps`).
 
     Args:
         frames: uint8 (B, k, H, W, 3); the same shift applies to all ``k`` frames of a sample.
@@ -48,12 +70,20 @@ def random_shift(frames: torch.Tensor, pad: int = 4, generator: torch.Generator 
     """
     b, k, h, w, c = frames.shape
     x = frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w).float()
-    x = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=frames.device)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=frames.device)
-    rows = dy.view(b, 1) + torch.arange(h, device=frames.device)  # (B, H)
-    cols = dx.view(b, 1) + torch.arange(w, device=frames.device)  # (B, W)
-    batch = torch.arange(b, device=frames.device).view(b, 1, 1, 1)
-    channel = torch.arange(k * c, device=frames.device).view(1, k * c, 1, 1)
-    x = x[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+    x = shift_maps(x, pad, generator)
     return x.round().to(torch.uint8).view(b, k, c, h, w).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def random_shift_features(features: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ's shift applied to frozen spatial features, as augmentation that needs no re-encoding.
+
+    Args:
+        features: (B, k, C, h, w) feature maps of a frame history; one shift per sample.
+        pad: maximum shift in feature cells (one cell of a stride-8 map is 8 pixels).
+        generator: random source, for reproducibility.
+
+    Returns:
+        float (B, k, C, h, w), shifted.
+    """
+    b, k, c, h, w = features.shape
+    return shift_maps(features.float().reshape(b, k * c, h, w), pad, generator).view(b, k, c, h, w)

@@ -37,12 +37,18 @@ class SACConfig:
     """Output size of the neck."""
     augment_pad: int = 4
     """Random-shift augmentation of raw pixels (from-scratch baseline only), in pixels; 0 turns it off."""
+    feature_shift: int = 0
+    """Random-shift augmentation of frozen spatial feature maps, in feature cells (a stride-8 cell is 8
+    pixels); 0 turns it off. Costs no re-encoding: the stored maps are shifted at update time."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:
             raise ValueError(f"sac.gamma is {self.gamma}; it must be in (0, 1]")
         if not 0 < self.tau <= 1:
             raise ValueError(f"sac.tau is {self.tau}; it must be in (0, 1]")
+        for name in ("augment_pad", "feature_shift"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sac.{name} is {getattr(self, name)}; it must not be negative (0 turns it off)")
         if self.init_temperature <= 0:
             raise ValueError(f"sac.init_temperature is {self.init_temperature}; it must be positive")
 

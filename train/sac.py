@@ -18,7 +18,7 @@ from torch import nn
 from models.actor import TanhGaussianActor
 from models.critic import TwinQ
 from models.policy import ObservationHead
-from models.scratch_encoder import random_shift
+from models.scratch_encoder import random_shift, random_shift_features
 from train.config import SACConfig
 from train.replay import Batch
 
@@ -71,9 +71,11 @@ class SAC(nn.Module):
         return self.actor.sample(x, self.generator).action.numpy()
 
     def _augment(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.head.scratch is None or self.config.augment_pad == 0:
-            return frames
-        return random_shift(frames, self.config.augment_pad, self.generator)
+        if self.head.scratch is not None and self.config.augment_pad > 0:
+            return random_shift(frames, self.config.augment_pad, self.generator)
+        if self.head.representation == "frozen" and frames.ndim == 5 and self.config.feature_shift > 0:
+            return random_shift_features(frames, self.config.feature_shift, self.generator)
+        return frames
 
     def critic_loss(self, x: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
         """Squared TD error of both critics against the shared target."""

@@ -142,3 +142,15 @@ def test_scratch_pixels_update_trains_the_conv_encoder():
     agent.update(_batch(shape=(84, 84, 3), dtype=np.uint8))
     changed = _changed(before, agent.head)
     assert any(k.startswith("scratch.") for k in changed)
+
+
+def test_feature_shift_augments_frozen_spatial_features_only_when_asked():
+    import dataclasses
+
+    plain, shifted = _agent(shape=(8, 5, 5), neck="conv", seed=3), _agent(shape=(8, 5, 5), neck="conv", seed=3)
+    shifted.config = dataclasses.replace(shifted.config, feature_shift=1)
+    batch = _batch(shape=(8, 5, 5))
+    frames = torch.from_numpy(batch.frames)
+    assert torch.equal(plain._augment(frames), frames)
+    assert not torch.equal(shifted._augment(frames), frames.float())
+    assert plain.update(batch)["loss/critic"] != shifted.update(batch)["loss/critic"]

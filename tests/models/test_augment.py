@@ -1,0 +1,59 @@
+"""DrQ's random shift, on pixels and on frozen feature maps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from models.scratch_encoder import random_shift, random_shift_features, shift_maps
+
+
+def _crops(maps: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    """Every crop a shift of at most ``pad`` can produce from one (C, H, W) map."""
+    h, w = maps.shape[-2:]
+    padded = F.pad(maps[None], (pad, pad, pad, pad), mode="replicate")[0]
+    return [padded[:, dy : dy + h, dx : dx + w] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+
+
+def test_shift_maps_takes_one_replicate_padded_crop_per_sample():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    shifted = shift_maps(maps, 1, g)
+    assert shifted.shape == maps.shape
+    for sample, original in zip(shifted, maps, strict=True):
+        # All channels of a sample move together: the whole (C, H, W) block is one of the 9 crops.
+        assert any(torch.equal(sample, crop) for crop in _crops(original, 1))
+
+
+def test_shift_maps_with_pad_zero_is_the_identity():
+    maps = torch.randn(3, 2, 5, 5)
+    assert torch.equal(shift_maps(maps, 0), maps)
+
+
+def test_shifts_differ_between_samples_and_repeat_with_the_seed():
+    maps = torch.arange(64 * 8 * 8, dtype=torch.float32).view(64, 1, 8, 8) % 8 * 10 + torch.arange(8).view(8, 1)
+    a = shift_maps(maps, 2, torch.Generator().manual_seed(3))
+    b = shift_maps(maps, 2, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    # 64 samples, 25 possible shifts: they cannot all have drawn the same one.
+    assert len({tuple(s.flatten()[:16].tolist()) for s in a}) > 1
+
+
+def test_random_shift_of_frames_keeps_uint8_layout_and_moves_all_frames_together():
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (4, 3, 6, 6, 3), dtype=torch.uint8, generator=g)
+    shifted = random_shift(frames, 2, g)
+    assert shifted.dtype == torch.uint8 and shifted.shape == frames.shape
+    for sample, original in zip(shifted, frames, strict=True):
+        as_maps = original.permute(0, 3, 1, 2).reshape(9, 6, 6).float()
+        got = sample.permute(0, 3, 1, 2).reshape(9, 6, 6).float()
+        assert any(torch.equal(got, crop) for crop in _crops(as_maps, 2))
+
+
+def test_random_shift_of_features_shifts_the_whole_history_by_one_offset():
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(5, 3, 4, 6, 6).half()
+    shifted = random_shift_features(features, 1, g)
+    assert shifted.dtype == torch.float32 and shifted.shape == (5, 3, 4, 6, 6)
+    for sample, original in zip(shifted, features.float(), strict=True):
+        assert any(torch.equal(sample.reshape(12, 6, 6), crop) for crop in _crops(original.reshape(12, 6, 6), 1))
