@@ -23,11 +23,21 @@ from train.config import TrainConfig
 from train.runner import run
 
 
-def curves(out: Path, task: str, steps: int, method: str, seeds: list[int], eval_every: int) -> list[list[list[float]]]:
+def curves(
+    out: Path, task: str, steps: int, method: str, seeds: list[int], eval_every: int, train: bool
+) -> list[list[list[float]]]:
+    """The evaluation curve of each seed's run, training (or resuming) the runs that are not finished.
+
+    With ``train`` off, unfinished runs are reported as far as they got (their ``evals.json``).
+    """
     runs = []
     for seed in seeds:
         run_dir = out / f"{task}-{method}-s{seed}"
         summary_path = run_dir / "summary.json"
+        if not train and not summary_path.exists():
+            if (run_dir / "evals.json").exists():
+                runs.append(json.loads((run_dir / "evals.json").read_text())["evals"])
+            continue
         if not summary_path.exists():
             cfg = TrainConfig(
                 preset=task,
@@ -51,6 +61,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--eval-every", type=int, default=2500)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the runs in --out as far as they got"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import matplotlib
@@ -63,7 +76,9 @@ def main() -> None:
     for axis, spec in zip(axes[0], args.task, strict=True):
         task, steps = spec.split(":")
         for method in args.method:
-            runs = curves(args.out, task, int(steps), method, args.seeds, args.eval_every)
+            runs = curves(args.out, task, int(steps), method, args.seeds, args.eval_every, not args.report_only)
+            if not runs:
+                continue
             length = min(len(r) for r in runs)
             x = np.array([r[i][0] for i in range(length) for r in runs[:1]])
             y = np.array([[r[i][1] for i in range(length)] for r in runs])

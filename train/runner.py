@@ -124,7 +124,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         _restore(payload, agent, replay, rng, state)
         log.info("resumed %s at step %d", cfg.run_dir, state["step"])
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    _write_json(cfg.run_dir / "config.json", config_to_dict(cfg))
     (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
     writer = TensorBoardWriter(cfg.run_dir / "tb")
     envs = make_vector_env(preset, mode, cfg.num_envs, processes=cfg.num_envs > 1)
@@ -141,6 +141,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         policy = LearnerPolicy(agent, cfg.representation, frames_per_obs, encode)
         result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
         state["evals"].append([state["step"], result.mean, result.std])
+        # The curve so far, readable while the run goes on (summary.json comes only at the end).
+        _write_json(cfg.run_dir / "evals.json", {"evals": state["evals"]})
         writer.scalars(state["step"], {"eval/return_mean": result.mean, "eval/return_std": result.std})
         eval_time[0] += time.perf_counter() - began
         rate = (state["step"] - start_step) / max(time.perf_counter() - start_time, 1e-9)
@@ -255,8 +257,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "video": str(video_path) if video_path else None,
         "tensorboard": str(cfg.run_dir / "tb"),
     }
-    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(cfg.run_dir / "summary.json", summary)
     return summary
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def _encode_function(cfg: TrainConfig, encoder: FrozenEncoder | None, spec: PolicySpec) -> Encode | None:

@@ -36,6 +36,9 @@ def test_tiny_frozen_pixel_run_through_the_cli(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     # One update per step from step 100 (learning starts) through step 240: 141 updates.
     assert summary["steps"] == 240 and summary["updates"] == 141
+    # The curve so far is readable during the run: one evaluation at 200, the final one at 240.
+    evals = json.loads((run_dir / "evals.json").read_text())["evals"]
+    assert [e[0] for e in evals] == [200, 240] and evals == summary["evals"]
     assert (run_dir / "eval.mp4").stat().st_size > 1000
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     payload = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)  # plain data, no pickle
