@@ -9,6 +9,7 @@ from torch import nn
 
 from models.actor import TanhGaussianActor
 from models.encoder import FrozenEncoder
+from models.last_stage import TrainableStage
 from models.neck import ConvNeck, IdentityNeck, LinearNeck
 from models.policy_kinds import NeckKind, Representation
 from models.scratch_encoder import ScratchConvEncoder
@@ -25,6 +26,8 @@ class ObservationHead(nn.Module):
         proprio_dim: length of the proprio vector joined after the neck (0 for none).
         latent_dim: the neck's output size.
         neck: ``linear`` or ``conv`` (spatial features only).
+        last_stage: the encoder's last stage, trained with the neck (fine-tuning; ``frozen`` only).
+            The stored frames are then the maps of the stage before it.
     """
 
     def __init__(
@@ -35,10 +38,17 @@ class ObservationHead(nn.Module):
         proprio_dim: int,
         latent_dim: int,
         neck: NeckKind = "linear",
+        last_stage: TrainableStage | None = None,
     ) -> None:
         super().__init__()
         self.representation = representation
         self.scratch: ScratchConvEncoder | None = None
+        self.last_stage = last_stage
+        if last_stage is not None:
+            if representation != "frozen" or len(frame_shape) != 3:
+                raise ValueError("a trainable last stage needs the frozen representation with spatial maps")
+            with torch.no_grad():
+                frame_shape = tuple(last_stage(torch.zeros((1, *frame_shape))).shape[1:])
         self.neck: nn.Module
         if representation == "state":
             self.neck = IdentityNeck(history * math.prod(frame_shape))
@@ -57,6 +67,10 @@ class ObservationHead(nn.Module):
     def forward(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """frames: (B, k, *frame_shape), proprio: float (B, P) -> float (B, out_dim)."""
         x = self.scratch(frames) if self.scratch is not None else frames.float()
+        if self.last_stage is not None:
+            b, k = x.shape[:2]
+            maps = self.last_stage(x.flatten(0, 1))
+            x = maps.view(b, k, *maps.shape[1:])
         return torch.cat([self.neck(x), proprio], dim=-1)
 
 

@@ -37,6 +37,8 @@ class SACConfig:
     """Output size of the neck."""
     augment_pad: int = 4
     """Random-shift augmentation of raw pixels (from-scratch baseline only), in pixels; 0 turns it off."""
+    encoder_lr: float = 1e-4
+    """Learning rate of the encoder's last stage when it is fine-tuned (--finetune-last-stage)."""
     feature_shift: int = 0
     """Random-shift augmentation of frozen spatial feature maps, in feature cells (a stride-8 cell is 8
     pixels); 0 turns it off. Costs no re-encoding: the stored maps are shifted at update time."""
@@ -68,6 +70,10 @@ class TrainConfig:
     pooled embeddings with the linear neck 129 after 30k (BENCHMARKS.md)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84, output="spatial", stage=2))
     """The frozen vision encoder (representation 'frozen' only)."""
+    finetune_last_stage: bool = False
+    """Fine-tune the encoder's last stage (encoder.stage) with the critic loss, at sac.encoder_lr: RL
+    fine-tuning of the pretrained model. The frozen stages before it still run once per step and the
+    replay stores their maps. Off by default: it costs a stage's forward and backward pass per update."""
     encoder_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     """Where the frozen encoder runs while collecting: onnxruntime (exported once per run and checked
     against torch; several times faster on CPUs) or torch."""
@@ -129,6 +135,10 @@ class TrainConfig:
             raise ValueError(f"learning_starts is {self.learning_starts}; it must not be negative")
         if self.representation not in ("frozen", "scratch", "state"):
             raise ValueError(f"representation is {self.representation!r}; use frozen, scratch or state")
+        if self.finetune_last_stage and (self.representation != "frozen" or self.encoder.output != "spatial"):
+            raise ValueError(
+                "finetune_last_stage needs representation 'frozen' with encoder.output 'spatial' (a stage's map)"
+            )
         if self.representation == "frozen" and self.neck == "conv" and self.encoder.output != "spatial":
             raise ValueError("neck 'conv' needs spatial features: set encoder.output 'spatial' or neck 'linear'")
 

@@ -99,7 +99,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     spec = build_spec(preset, mode)
     encoder = build_encoder(cfg)
     if encoder is not None:
-        spec = spec.with_provenance(encoder=cfg.encoder.describe(), policy=f"sac-{cfg.representation}")
+        tuned = "+finetuned" if cfg.finetune_last_stage else ""
+        spec = spec.with_provenance(encoder=cfg.encoder.describe() + tuned, policy=f"sac-{cfg.representation}")
     else:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
     agent = build_learner(cfg, spec, encoder)

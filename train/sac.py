@@ -54,7 +54,12 @@ class SAC(nn.Module):
         # Not fused=True: on this 2-core CPU the fused Adam step was 10x slower than the default
         # (30 ms against 3 ms for the twin critics).
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *self.head.parameters()], lr=config.critic_lr)
+        stage = list(head.last_stage.parameters()) if head.last_stage is not None else []
+        rest = [p for p in head.parameters() if all(p is not q for q in stage)]
+        groups: list[dict[str, Any]] = [{"params": [*self.critic.parameters(), *rest], "lr": config.critic_lr}]
+        if stage:
+            groups.append({"params": stage, "lr": config.encoder_lr})
+        self.critic_opt = torch.optim.Adam(groups)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
 
     @property

@@ -13,6 +13,7 @@ import torch
 from agent_runtime.spec import PolicySpec
 from models.actor import TanhGaussianActor
 from models.encoder import FrozenEncoder
+from models.last_stage import split_last_stage
 from models.policy import ObservationHead, Policy
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
@@ -40,12 +41,18 @@ def frame_shape(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | Non
 
 
 def build_encoder(cfg: TrainConfig) -> FrozenEncoder | None:
-    """The frozen encoder of a ``frozen`` run, else ``None``."""
-    return FrozenEncoder(cfg.encoder) if cfg.representation == "frozen" else None
+    """The frozen encoder of a ``frozen`` run (without its last stage when that is fine-tuned), else ``None``."""
+    if cfg.representation != "frozen":
+        return None
+    if cfg.finetune_last_stage:
+        prefix, _ = split_last_stage(cfg.encoder)
+        return FrozenEncoder(prefix)
+    return FrozenEncoder(cfg.encoder)
 
 
 def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> ObservationHead:
-    """The observation head for this run."""
+    """The observation head for this run (holding the encoder's last stage when that is fine-tuned)."""
+    last_stage = split_last_stage(cfg.encoder)[1] if cfg.finetune_last_stage else None
     return ObservationHead(
         cfg.representation,
         history(cfg, spec),
@@ -53,6 +60,7 @@ def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None
         proprio_dim(cfg, spec),
         cfg.sac.latent_dim,
         cfg.neck,
+        last_stage,
     )
 
 
@@ -69,12 +77,13 @@ def policy_from_checkpoint(path: Path) -> tuple[Policy, PolicySpec, TrainConfig]
     payload = load_checkpoint(path)
     cfg = config_from_dict(TrainConfig, payload["config"])
     spec = PolicySpec.from_dict(payload["spec"])
-    encoder = None
-    if cfg.representation == "frozen":
-        # The checkpoint carries the encoder's weights, so the teacher needs no weight source.
-        encoder = FrozenEncoder(dataclasses.replace(cfg.encoder, weights="none"))
+    # The checkpoint carries the encoder's weights (and a fine-tuned last stage's, in the head), so
+    # the teacher needs no weight source.
+    rebuild = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, weights="none"))
+    encoder = build_encoder(rebuild)
+    if encoder is not None:
         encoder.load_state_dict(payload["encoder"])
-    head = build_head(cfg, spec, encoder)
+    head = build_head(rebuild, spec, encoder)
     head.load_state_dict(payload["head"])
     actor = TanhGaussianActor(
         head.out_dim, torch.tensor(spec.action.low), torch.tensor(spec.action.high), cfg.sac.hidden

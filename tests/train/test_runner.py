@@ -16,7 +16,7 @@ import torch
 
 from agent_runtime.cli import main
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.config import TrainConfig
+from train.config import SACConfig, TrainConfig
 from train.envs import make_env
 from train.runner import CHECKPOINT_NAME, run
 from train.teacher import policy_from_checkpoint
@@ -157,3 +157,28 @@ def test_replay_holds_exactly_what_the_environment_did(tmp_path):
         checked += 1
     env.close()
     assert checked > 250
+
+
+def test_tiny_run_fine_tuning_the_last_stage_gives_a_teacher_with_the_tuned_stage(tmp_path):
+    from models.config import EncoderConfig
+    from models.last_stage import split_last_stage
+
+    encoder = EncoderConfig(output="spatial", stage=2, input_size=96)  # >= the frame: ONNX-exportable resize
+    cfg = TrainConfig(encoder=encoder, finetune_last_stage=True, steps=150, learning_starts=100, batch_size=8,
+                      eval_every=1000, eval_episodes=1, video=False, run_dir=tmp_path / "r",
+                      sac=SACConfig(hidden=(16, 16)))  # fmt: skip
+    run(cfg)
+    policy, spec, _ = policy_from_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
+    assert spec.provenance.encoder == "tf_efficientnet_lite0@96/stage2+finetuned"
+    assert policy.encoder is not None and policy.encoder.config.stage == 1
+    tuned = policy.head.last_stage
+    assert tuned is not None
+    _, pretrained = split_last_stage(encoder)
+    moved = [not torch.equal(a, b) for a, b in zip(tuned.parameters(), pretrained.parameters(), strict=True)]
+    assert any(moved), "50 updates left the last stage at its pretrained weights"
+    env = make_env("inverted_pendulum", "pixels")
+    obs, _ = env.reset(seed=0)
+    env.close()
+    with torch.no_grad():
+        action = policy({k: torch.from_numpy(v)[None] for k, v in obs.items()})
+    assert action.shape == (1, 1) and bool((action.abs() <= 3.0).all())

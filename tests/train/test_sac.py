@@ -154,3 +154,38 @@ def test_feature_shift_augments_frozen_spatial_features_only_when_asked():
     assert torch.equal(plain._augment(frames), frames)
     assert not torch.equal(shifted._augment(frames), frames.float())
     assert plain.update(batch)["loss/critic"] != shifted.update(batch)["loss/critic"]
+
+
+def test_fine_tuned_last_stage_learns_from_the_critic_only_and_the_prefix_never_changes():
+    from models.config import EncoderConfig
+
+    encoder_cfg = EncoderConfig(output="spatial", stage=2, weights="none", input_size=32)
+    cfg = TrainConfig(encoder=encoder_cfg, finetune_last_stage=True, seed=0)
+    from train.teacher import build_encoder
+
+    prefix = build_encoder(cfg)
+    assert prefix is not None and prefix.config.stage == 1
+    agent = build_learner(cfg, _spec(), prefix)
+    assert agent.head.last_stage is not None
+    shape = prefix.output_shape((84, 84))  # stage-1 maps: what the replay stores
+    stage_before, prefix_before = _params(agent.head.last_stage), _params(prefix)
+    agent.update(_batch(shape=shape))
+    assert _changed(stage_before, agent.head.last_stage), "the last stage did not train"
+    assert not _changed(prefix_before, prefix)
+    # Its own learning rate: the second parameter group of the critic's optimizer.
+    assert [g["lr"] for g in agent.critic_opt.param_groups] == [cfg.sac.critic_lr, cfg.sac.encoder_lr]
+    x = agent.head(torch.from_numpy(_batch(shape=shape).frames).float(), torch.zeros(8, 2))
+    agent.head.zero_grad()
+    agent.actor_loss(x.detach())[0].backward()
+    assert all(p.grad is None for p in agent.head.last_stage.parameters())
+
+
+def test_fine_tuning_needs_spatial_frozen_features():
+    import pytest
+
+    from models.config import EncoderConfig
+
+    with pytest.raises(ValueError, match="finetune_last_stage needs representation 'frozen'"):
+        TrainConfig(representation="state", finetune_last_stage=True)
+    with pytest.raises(ValueError, match="finetune_last_stage needs"):
+        TrainConfig(encoder=EncoderConfig(output="pooled"), neck="linear", finetune_last_stage=True)
