@@ -15,20 +15,21 @@ import torch
 
 CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_KIND = "agent-runtime/teacher"
+STUDENT_KIND = "agent-runtime/student"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or not one of ours; the message says which."""
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any], kind: str = CHECKPOINT_KIND) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same directory, then rename.
 
     A reader (or a crash) never sees a half-written file: ``path`` holds either the old checkpoint
     or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": CHECKPOINT_KIND, **payload}
+    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": kind, **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -41,7 +42,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, kind: str = CHECKPOINT_KIND) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, checking its kind and version."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -49,8 +50,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path} is not an agent-runtime teacher checkpoint")
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        found = payload.get("kind") if isinstance(payload, dict) else None
+        what = kind.split("/")[-1]
+        raise CheckpointError(
+            f"{path} is not an agent-runtime {what} checkpoint" + (f" (it is a {found})" if found else "")
+        )
     version = payload.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(

@@ -95,29 +95,38 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
     Renders once per policy step, after the (repeated) simulator steps.
     """
 
-    def __init__(self, env: gym.Env[Any, Any], preset: TaskPreset) -> None:
+    def __init__(self, env: gym.Env[Any, Any], preset: TaskPreset, with_state: bool = False) -> None:
         super().__init__(env)
+        self._with_state = with_state
+        self._state = np.zeros(0, np.float32)
         model = env.unwrapped.model  # type: ignore[attr-defined]
         self._data = env.unwrapped.data  # type: ignore[attr-defined]
         self._joints = _JointReader(model, preset)
         self._renderer = FrameRenderer(model, preset.image_size, preset.camera, preset.render_quality)
         self._frames: deque[np.ndarray] = deque(maxlen=preset.frame_stack)
         size, k = preset.image_size, preset.frame_stack
-        self.observation_space = _dict_space(
-            {
-                "pixels": gym.spaces.Box(0, 255, (size, size, 3 * k), np.uint8),
-                "proprio": gym.spaces.Box(-np.inf, np.inf, (len(preset.proprio),), np.float32),
-            }
-        )
+        spaces: dict[str, gym.spaces.Space[Any]] = {
+            "pixels": gym.spaces.Box(0, 255, (size, size, 3 * k), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (len(preset.proprio),), np.float32),
+        }
+        if with_state:
+            box = env.observation_space
+            assert isinstance(box, gym.spaces.Box)
+            spaces["state"] = gym.spaces.Box(-np.inf, np.inf, box.shape, np.float32)
+        self.observation_space = _dict_space(spaces)
 
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"pixels": np.concatenate(self._frames, axis=-1), "proprio": self._joints.read(self._data)}
+        obs = {"pixels": np.concatenate(self._frames, axis=-1), "proprio": self._joints.read(self._data)}
+        if self._with_state:
+            obs["state"] = self._state
+        return obs
 
     @override
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        _, info = self.env.reset(seed=seed, options=options)
+        state, info = self.env.reset(seed=seed, options=options)
+        self._state = np.asarray(state, dtype=np.float32)
         frame = self._renderer.render(self._data)
         for _ in range(self._frames.maxlen or 1):
             self._frames.append(frame)
@@ -125,7 +134,8 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
 
     @override
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        _, reward, terminated, truncated, info = self.env.step(action)
+        state, reward, terminated, truncated, info = self.env.step(action)
+        self._state = np.asarray(state, dtype=np.float32)
         self._frames.append(self._renderer.render(self._data))
         return self._observation(), reward, terminated, truncated, info
 
@@ -153,12 +163,16 @@ class StateObservation(gym.ObservationWrapper[dict[str, np.ndarray], Any, Any]):
         return {"state": np.asarray(observation, dtype=np.float32)}
 
 
-def make_env(preset: TaskPreset | str, mode: ObsMode = "pixels") -> gym.Env[dict[str, np.ndarray], np.ndarray]:
+def make_env(
+    preset: TaskPreset | str, mode: ObsMode = "pixels", with_state: bool = False
+) -> gym.Env[dict[str, np.ndarray], np.ndarray]:
     """Build the environment of a preset.
 
     Args:
         preset: a preset or its name.
         mode: ``"pixels"`` for camera frames plus proprio, ``"state"`` for the full state vector.
+        with_state: in ``"pixels"`` mode, also give the full ``state`` vector (for a privileged
+            state teacher labelling what a pixel student sees).
 
     Returns:
         A gymnasium env whose observations are dicts of named arrays (see the module docstring).
@@ -173,7 +187,7 @@ def make_env(preset: TaskPreset | str, mode: ObsMode = "pixels") -> gym.Env[dict
     if preset.action_repeat > 1:
         env = ActionRepeat(env, preset.action_repeat)
     if mode == "pixels":
-        return PixelObservation(env, preset)
+        return PixelObservation(env, preset, with_state)
     return StateObservation(env)
 
 

@@ -225,3 +225,23 @@ def test_importing_mujoco_first_without_egl_gives_a_clear_error():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode != 0
     assert "set MUJOCO_GL=egl before mujoco is first imported" in done.stderr
+
+
+def test_pixel_env_with_state_also_gives_the_state_env_s_vector():
+    import numpy as np
+
+    from train.envs import make_env
+
+    pixels, state = make_env("inverted_pendulum", "pixels", with_state=True), make_env("inverted_pendulum", "state")
+    try:
+        a, _ = pixels.reset(seed=4)
+        b, _ = state.reset(seed=4)
+        assert set(a) == {"pixels", "proprio", "state"} and a["state"].dtype == np.float32
+        np.testing.assert_array_equal(a["state"], b["state"])
+        a, *_ = pixels.step(np.array([0.7], np.float32))
+        b, *_ = state.step(np.array([0.7], np.float32))
+        np.testing.assert_array_equal(a["state"], b["state"])
+        assert pixels.observation_space["state"].shape == (4,)  # type: ignore[index]
+    finally:
+        pixels.close()
+        state.close()

@@ -1,0 +1,126 @@
+"""DAgger (Ross et al., 2011): the student drives, the teacher labels every state the student visits.
+
+Iteration ``i`` collects with the mixture policy: at each step the teacher's action is applied with
+probability ``beta_i``, the student's otherwise; the teacher labels every observation either way. The
+labelled observations join the aggregated dataset and the student trains on all of it. Behaviour
+cloning is the special case ``beta = 1`` throughout: the student only ever sees the teacher's states,
+so its own mistakes take it where it has no data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distill.collect import Actor
+from distill.dataset import Dataset
+from models.student import Student
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One iteration's labelled observations and how they were gathered.
+
+    Attributes:
+        observations: the student's entries, name -> (n, ...).
+        labels: the teacher's actions in [-1, 1], float (n, A).
+        teacher_steps: steps on which the teacher's action was applied.
+        episode_returns: returns of the episodes that finished within the iteration.
+    """
+
+    observations: dict[str, np.ndarray]
+    labels: np.ndarray
+    teacher_steps: int
+    episode_returns: tuple[float, ...]
+
+
+def collect(
+    env: gym.Env[dict[str, np.ndarray], np.ndarray],
+    student: Actor,
+    teacher: Actor,
+    beta: float,
+    steps: int,
+    names: Sequence[str],
+    bounds: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    first_seed: int,
+) -> Collection:
+    """Run the mixture policy for ``steps`` steps; the teacher labels every observation.
+
+    Args:
+        env: an environment whose observations hold what both student and teacher read.
+        student: the student's actor.
+        teacher: the teacher's actor (its actions are the labels).
+        beta: probability that a step applies the teacher's action.
+        steps: observations to collect (episodes restart as they end).
+        names: the student's observation entries (what the dataset stores).
+        bounds: (low, high) action bounds, to express labels in [-1, 1].
+        rng: draws who drives each step.
+        first_seed: episode ``j`` of this collection resets with ``first_seed + j``.
+    """
+    low, high = bounds
+    stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    labels: list[np.ndarray] = []
+    returns: list[float] = []
+    teacher_steps, episode, total = 0, 0, 0.0
+    observation, _ = env.reset(seed=first_seed)
+    for _ in range(steps):
+        label = teacher(observation)
+        for name in names:
+            stored[name].append(observation[name])
+        labels.append(label)
+        if rng.random() < beta:
+            action, teacher_steps = label, teacher_steps + 1
+        else:
+            action = student(observation)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            episode, total = episode + 1, 0.0
+            observation, _ = env.reset(seed=first_seed + episode)
+    normalized = 2.0 * (np.stack(labels) - low) / (high - low) - 1.0
+    return Collection(
+        {name: np.stack(values) for name, values in stored.items()},
+        normalized.astype(np.float32),
+        teacher_steps,
+        tuple(returns),
+    )
+
+
+def train_student(
+    student: Student,
+    optimizer: torch.optim.Optimizer,
+    dataset: Dataset,
+    updates: int,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """``updates`` gradient steps of mean squared error to the teacher's labels, in [-1, 1] action space.
+
+    Returns:
+        ``loss/imitation_first`` and ``loss/imitation_last``: mean loss over the first and last tenth
+        of the steps (the trend within the iteration).
+    """
+    student.train()
+    losses = []
+    for _ in range(updates):
+        rows = rng.choice(len(dataset), size=min(batch_size, len(dataset)), replace=False)
+        observations, labels = dataset.batch(rows)
+        batch = {name: torch.from_numpy(value) for name, value in observations.items()}
+        loss = F.mse_loss(student.normalized(batch), torch.from_numpy(labels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    student.eval()
+    tenth = max(1, updates // 10)
+    return {
+        "loss/imitation_first": float(np.mean(losses[:tenth])),
+        "loss/imitation_last": float(np.mean(losses[-tenth:])),
+    }
