@@ -9,14 +9,14 @@ exported once per run, and the export is checked against torch before it is used
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 import torch
 
 from models.encoder import FrozenEncoder
+from train.onnx_io import OnnxExportError, cpu_session, export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +38,12 @@ class OnnxEncoder:
     def __init__(self, encoder: FrozenEncoder, path: Path, frame_hw: tuple[int, int], threads: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = torch.randint(0, 256, (4, *frame_hw, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        with warnings.catch_warnings():
-            # The frame size is fixed for the run, so the tracer baking shape checks in is intended.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                torch.onnx.export(
-                    encoder.eval(),
-                    (probe,),
-                    str(path),
-                    input_names=["frames"],
-                    output_names=["features"],
-                    dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
-                    opset_version=18,
-                    dynamo=False,
-                )
-            except torch.onnx.errors.OnnxExporterError as exc:
-                hint = ""
-                if "_aa" in str(exc):
-                    hint = " (antialiased shrinking does not export: use encoder.input_size >= the frame size)"
-                raise RuntimeError(
-                    f"the encoder cannot be exported to ONNX: {exc}{hint}; or train with --encoder-runtime torch"
-                ) from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Idle onnxruntime threads spin by default, burning the cores the torch update needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            model = export_onnx(encoder, (probe,), ["frames"], ["features"], what="the encoder")
+        except OnnxExportError as exc:
+            raise RuntimeError(f"{exc}; or train with --encoder-runtime torch") from exc
+        onnx.save(model, str(path))
+        self.session = cpu_session(path, threads)
         with torch.no_grad():
             expected = encoder(probe).numpy()
         worst = float(np.abs(self(probe.numpy()) - expected).max())

@@ -1,0 +1,92 @@
+"""The policy of a run directory, checked against the task preset it was trained on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from agent_runtime.spec import PolicySpec, SpecMismatchError
+from train.checkpoint import CheckpointError
+from train.envs import build_spec
+from train.presets import ObsMode
+from train.runner import CHECKPOINT_NAME
+from train.teacher import policy_from_checkpoint
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """A deployable policy loaded from a run.
+
+    Attributes:
+        module: observation dict -> float (B, A) deterministic action within the bounds; eval mode.
+        spec: the spec the run recorded.
+        checkpoint: the file it came from.
+    """
+
+    module: nn.Module
+    spec: PolicySpec
+    checkpoint: Path
+
+    @property
+    def preset(self) -> str:
+        """The task preset the policy was trained on."""
+        return self.spec.provenance.task_preset
+
+    @property
+    def mode(self) -> ObsMode:
+        """The environment observation mode its spec describes."""
+        return observation_mode(self.spec)
+
+
+def observation_mode(spec: PolicySpec) -> ObsMode:
+    """``"pixels"`` for a spec with a camera entry, ``"state"`` for a state-vector spec."""
+    return "pixels" if "pixels" in spec.observation_names else "state"
+
+
+def load_run_policy(run_dir: Path) -> RunPolicy:
+    """The policy in ``run_dir`` (a teacher run; students will plug in here), its spec checked.
+
+    Raises:
+        CheckpointError: the directory or its checkpoint is missing, unreadable, or does not build a policy.
+        SpecMismatchError: the preset has changed since the run, naming each differing field.
+    """
+    if not run_dir.is_dir():
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise CheckpointError(f"run directory {run_dir} {what}: pass the --run-dir of a `agent-runtime train` run")
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint ({path} is missing): is it a training run directory, and has the run "
+            "written its first checkpoint?"
+        )
+    try:
+        module, spec, _ = policy_from_checkpoint(path)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file with foreign contents
+        raise CheckpointError(f"{path} does not hold a usable teacher policy ({type(exc).__name__}: {exc})") from exc
+    check_spec_current(spec, path)
+    return RunPolicy(module, spec, path)
+
+
+def check_spec_current(spec: PolicySpec, source: Path) -> None:
+    """Raise unless ``spec`` matches what its task preset produces today.
+
+    The parity observations (and the robot's) come from the preset as it is now; a policy trained on
+    other shapes, quantities, bounds or timing would be checked and served on inputs it never saw.
+
+    Raises:
+        SpecMismatchError: naming every differing field.
+        ValueError: the preset no longer exists.
+    """
+    preset = spec.provenance.task_preset
+    current = build_spec(preset, observation_mode(spec))
+    diffs = current.differences(spec, ours=f"preset {preset} now", theirs="checkpoint")
+    if diffs:
+        raise SpecMismatchError(
+            diffs,
+            context=f"{source} was trained on preset {preset} as it was then, and the preset has changed since; "
+            "retrain, or export with the agent-runtime version that trained it",
+        )
