@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from agent_runtime.spec import PolicySpec, SpecMismatchError
+from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError
 from train.envs import build_spec
 from train.presets import ObsMode
@@ -46,7 +47,7 @@ def observation_mode(spec: PolicySpec) -> ObsMode:
 
 
 def load_run_policy(run_dir: Path) -> RunPolicy:
-    """The policy in ``run_dir`` (a teacher run; students will plug in here), its spec checked.
+    """The policy in ``run_dir``: a teacher run (`agent-runtime train`) or a student run (`distill`).
 
     Raises:
         CheckpointError: the directory or its checkpoint is missing, unreadable, or does not build a policy.
@@ -54,19 +55,26 @@ def load_run_policy(run_dir: Path) -> RunPolicy:
     """
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"
-        raise CheckpointError(f"run directory {run_dir} {what}: pass the --run-dir of a `agent-runtime train` run")
-    path = run_dir / CHECKPOINT_NAME
+        raise CheckpointError(
+            f"run directory {run_dir} {what}: pass the --run-dir of an `agent-runtime train` or `distill` run"
+        )
+    student_path = run_dir / STUDENT_CHECKPOINT
+    path = student_path if student_path.is_file() else run_dir / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(
-            f"{run_dir} has no checkpoint ({path} is missing): is it a training run directory, and has the run "
-            "written its first checkpoint?"
+            f"{run_dir} has no checkpoint ({run_dir / CHECKPOINT_NAME} is missing): is it a training run directory, "
+            "and has the run written its first checkpoint?"
         )
+    module: nn.Module
     try:
-        module, spec, _ = policy_from_checkpoint(path)
+        if path == student_path:
+            module, spec, _ = load_student(path)
+        else:
+            module, spec, _ = policy_from_checkpoint(path)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file with foreign contents
-        raise CheckpointError(f"{path} does not hold a usable teacher policy ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path} does not hold a usable policy ({type(exc).__name__}: {exc})") from exc
     check_spec_current(spec, path)
     return RunPolicy(module, spec, path)
 

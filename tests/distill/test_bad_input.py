@@ -61,7 +61,7 @@ def test_checkpoint_that_does_not_build_a_policy(run_copy):
     payload = load_checkpoint(path)
     del payload["actor"]
     save_checkpoint(path, payload)
-    with pytest.raises(CheckpointError, match=r"does not hold a usable teacher policy \(KeyError"):
+    with pytest.raises(CheckpointError, match=r"does not hold a usable policy \(KeyError"):
         run_export(ExportConfig(run_dir=run_copy))
     assert _nothing_written(run_copy, run_copy / "policy.onnx")
 

@@ -13,6 +13,8 @@ import torch
 
 from agent_runtime.spec import SpecMismatchError, spec_from_onnx_metadata
 from distill.config import DistillConfig
+from distill.export import run_export
+from distill.export_config import ExportConfig
 from distill.runner import REPORT_NAME, run
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -50,6 +52,9 @@ def test_privileged_state_teacher_distils_into_a_pixel_student(tmp_path, state_r
     assert onnx_spec == spec and saved == cfg
     assert spec.provenance.model_sha256 == card["artifacts"]["weights_sha256"]
     assert isinstance(student, torch.nn.Module) and not student.training
+    # `agent-runtime export` takes a student run directory as it takes a teacher's: same weights, same hash.
+    again = run_export(ExportConfig(run_dir=cfg.run_dir, out=tmp_path / "again.onnx", latency_calls=0))
+    assert again["policy"] == "student-conv" and again["weights_sha256"] == spec.provenance.model_sha256
 
 
 def test_state_teacher_distils_into_an_mlp_student_without_the_baseline(tmp_path, state_run):
