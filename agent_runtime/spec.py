@@ -29,6 +29,9 @@ SPEC_FORMAT_VERSION = 1
 ONNX_SPEC_KEY = "agent_runtime.spec"
 """Key of the ONNX metadata entry (``metadata_props``) holding the policy's spec as JSON."""
 
+ONNX_SPEC_VERSION_KEY = "agent_runtime.spec_format_version"
+"""Key of the ONNX metadata entry holding the spec's format version on its own, readable before parsing."""
+
 ONNX_ACTION_OUTPUT = "action"
 """Name of an exported policy's output: float32 (batch, action dim), already within the bounds.
 Its inputs are named after the spec's observation entries, with a dynamic batch axis first."""

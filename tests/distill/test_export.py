@@ -11,10 +11,16 @@ import onnx
 import pytest
 import torch
 
-from agent_runtime.spec import ONNX_ACTION_OUTPUT, ONNX_SPEC_KEY, PolicySpec, spec_from_onnx_metadata
+from agent_runtime.spec import (
+    ONNX_ACTION_OUTPUT,
+    ONNX_SPEC_KEY,
+    ONNX_SPEC_VERSION_KEY,
+    PolicySpec,
+    spec_from_onnx_metadata,
+)
 from distill.export import export_policy, run_export, summary_text
 from distill.export_config import ExportConfig
-from distill.onnx_contract import ONNX_SPEC_VERSION_KEY, weights_sha256
+from distill.onnx_contract import weights_sha256
 from distill.parity import PARITY_ATOL
 from train.onnx_io import ONNX_OPSET, cpu_session
 from train.runner import CHECKPOINT_NAME
