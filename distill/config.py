@@ -24,11 +24,11 @@ class DistillConfig:
     student: StudentKind = "conv"
     """conv: a small conv net on the camera frames plus proprio (a pixel student, also from a state
     teacher); mlp: an MLP on the state vector."""
-    channels: int = 32
+    channels: int = 16
     """Convolution channels of the conv student."""
-    latent_dim: int = 64
-    """Output size of the conv student's trunk."""
-    hidden: tuple[int, ...] = (256, 256)
+    downsample: int = 2
+    """Average-pooling factor the conv student applies to the frames first (1: full resolution)."""
+    hidden: tuple[int, ...] = (64, 64)
     """Hidden layers of the student's MLP."""
     iterations: int = 6
     """DAgger iterations: each collects, labels with the teacher, aggregates and trains."""
@@ -62,7 +62,7 @@ class DistillConfig:
             raise ValueError(f"student is {self.student!r}; the student architectures are {', '.join(STUDENT_KINDS)}")
         positive = (
             "channels",
-            "latent_dim",
+            "downsample",
             "iterations",
             "steps_per_iteration",
             "updates_per_iteration",

@@ -45,12 +45,31 @@ class Student(nn.Module):
         return self.low + 0.5 * (self.normalized(observation) + 1.0) * (self.high - self.low)
 
 
+class SpatialSoftmax(nn.Module):
+    """Feature maps (B, C, h, w) -> expected image coordinates of each channel (B, 2C), in [-1, 1].
+
+    The keypoint layer of Levine et al. (2016), common in robot visuomotor policies: each channel
+    becomes a soft "where", with no parameters, so the student stays small yet keeps positions.
+    """
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps float (B, C, h, w) -> coordinates float (B, 2C): x of every channel, then y."""
+        b, c, h, w = maps.shape
+        weights = torch.softmax(maps.flatten(2), dim=-1).view(b, c, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+        x = (weights.sum(dim=2) * xs).sum(dim=-1)
+        y = (weights.sum(dim=3) * ys).sum(dim=-1)
+        return torch.cat([x, y], dim=-1)
+
+
 class ConvStudent(Student):
     """Stacked uint8 frames ``pixels`` (B, H, W, 3k) and ``proprio`` (B, P) -> action.
 
-    Four 3x3 convolutions as in DrQ-v2's encoder, but with strides 2, 2, 2, 1 instead of 2, 1, 1, 1:
-    the flattened map is then about 25x smaller, and so is the linear layer after it, which holds
-    most of DrQ-v2's parameters. Proprio joins after the trunk, as in the teacher.
+    Small on purpose: a robot host runs it on a CPU at control rate. The frames are average-pooled by
+    ``downsample``, pass three 3x3 convolutions (strides 2, 2, 1; far fewer channels than DrQ-v2's
+    encoder), and a spatial softmax turns each channel into keypoint coordinates. Proprio joins the
+    keypoints before the MLP, as it joins the latent in the teacher.
 
     Args:
         image_shape: (H, W, 3k) of ``pixels``.
@@ -58,8 +77,8 @@ class ConvStudent(Student):
         action_low: lower action bounds.
         action_high: upper action bounds.
         channels: convolution channels.
-        latent_dim: size of the trunk's output.
-        hidden: hidden layers of the MLP after the trunk.
+        downsample: average-pooling factor applied to the frames first (1 keeps full resolution).
+        hidden: hidden layers of the MLP after the keypoints.
     """
 
     observation_names = ("pixels", "proprio")
@@ -70,32 +89,30 @@ class ConvStudent(Student):
         proprio_dim: int,
         action_low: torch.Tensor,
         action_high: torch.Tensor,
-        channels: int = 32,
-        latent_dim: int = 64,
-        hidden: tuple[int, ...] = (256, 256),
+        channels: int = 16,
+        downsample: int = 2,
+        hidden: tuple[int, ...] = (64, 64),
     ) -> None:
         super().__init__(action_low, action_high)
         h, w, c = image_shape
+        if downsample < 1 or h // downsample < 16 or w // downsample < 16:
+            raise ValueError(f"downsample is {downsample}; it must be >= 1 and leave frames of at least 16x16")
+        self.pool = nn.AvgPool2d(downsample) if downsample > 1 else nn.Identity()
         self.conv = nn.Sequential(
             nn.Conv2d(c, channels, 3, stride=2),
             nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=2),
             nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2),
-            nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=1),
-            nn.ReLU(),
         )
-        with torch.no_grad():
-            flat = self.conv(torch.zeros((1, c, h, w))).numel()
-        self.trunk = nn.Sequential(nn.Linear(flat, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
-        self.head = mlp(latent_dim + proprio_dim, hidden, int(action_low.numel()))
+        self.keypoints = SpatialSoftmax()
+        self.head = mlp(2 * channels + proprio_dim, hidden, int(action_low.numel()))
 
     def normalized(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
         """``pixels`` uint8 (B, H, W, 3k), ``proprio`` float (B, P) -> action in [-1, 1], (B, A)."""
-        x = observation["pixels"].permute(0, 3, 1, 2).float() / 255.0 - 0.5
-        latent = self.trunk(self.conv(x).flatten(1))
-        return torch.tanh(self.head(torch.cat([latent, observation["proprio"].float()], dim=-1)))
+        x = self.pool(observation["pixels"].permute(0, 3, 1, 2).float()) / 255.0 - 0.5
+        points = self.keypoints(self.conv(x))
+        return torch.tanh(self.head(torch.cat([points, observation["proprio"].float()], dim=-1)))
 
 
 class MLPStudent(Student):

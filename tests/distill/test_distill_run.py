@@ -21,7 +21,7 @@ from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.runner import CHECKPOINT_NAME
 
 TINY = DistillConfig(iterations=2, steps_per_iteration=64, updates_per_iteration=5, batch_size=16, eval_episodes=2,
-                     latency_calls=10, hidden=(16, 16), channels=8, latent_dim=8, video=False)  # fmt: skip
+                     latency_calls=10, hidden=(16, 16), channels=8, video=False)  # fmt: skip
 
 
 def tiny(teacher: Path, run_dir: Path, **changes: Any) -> DistillConfig:
