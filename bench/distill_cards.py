@@ -46,12 +46,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=DistillConfig.iterations)
     parser.add_argument("--steps-per-iteration", type=int, default=DistillConfig.steps_per_iteration)
     parser.add_argument("--updates-per-iteration", type=int, default=DistillConfig.updates_per_iteration)
+    parser.add_argument("--threads", type=int, default=DistillConfig.threads, help="torch CPU threads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {
         "iterations": args.iterations,
         "steps_per_iteration": args.steps_per_iteration,
         "updates_per_iteration": args.updates_per_iteration,
+        "threads": args.threads,
     }
     cards = [card(teacher, args.out, overrides) for teacher in args.teachers]
 
