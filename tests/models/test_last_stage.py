@@ -36,12 +36,12 @@ def test_the_stage_trains_its_weights_but_keeps_batchnorm_statistics():
     assert all(p.requires_grad for p in stage.parameters())
     norms = [m for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
-    before = [m.running_mean.clone() for m in norms]
+    before = [torch.as_tensor(m.running_mean).clone() for m in norms]
     out = head(torch.randn(4, 3, 24, 16, 16), torch.zeros(4, 2))
     out.sum().backward()
     assert out.shape == (4, 10)
     assert all(p.grad is not None for p in stage.parameters())
-    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True))
+    assert all(torch.equal(torch.as_tensor(m.running_mean), b) for m, b in zip(norms, before, strict=True))
 
 
 @pytest.mark.parametrize(
