@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import tyro
 
+from agent_runtime.loop import Fallback
+from agent_runtime.server import ServerConfig
 from train.config import TrainConfig
-from train.presets import OBS_MODES, PRESETS, ObsMode
+from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 
 log = logging.getLogger("agent_runtime")
 
@@ -49,10 +51,70 @@ class PresetsCommand:
     """Write one sample camera frame per preset (PNG, enlarged 4x) into this directory."""
 
 
+@dataclass(frozen=True)
+class ServeCommand:
+    """Serve an exported ONNX policy to robot hosts over ZeroMQ until SIGINT or SIGTERM."""
+
+    model: Path
+    """The exported policy (.onnx) with its spec in the metadata."""
+    server: Annotated[ServerConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=ServerConfig)
+    """Socket, batching and reporting settings."""
+    threads: int = 1
+    """onnxruntime intra-op threads per inference call."""
+    watch: bool = True
+    """Swap in the model file when it changes (replace it by renaming a finished file onto it), keeping
+    every robot connected; a file whose spec is not compatible is refused and the old policy kept."""
+
+
+@dataclass(frozen=True)
+class RobotCommand:
+    """Drive a simulated robot (a task preset) with a served policy at a fixed rate; report episode returns."""
+
+    preset: str = DEFAULT_PRESET
+    """Task preset of the simulated robot (see `agent-runtime presets`)."""
+    mode: ObsMode = "pixels"
+    """Observation mode: pixels (camera frames + proprio) or state."""
+    connect: str = "tcp://127.0.0.1:5555"
+    """Endpoint of the policy server."""
+    rate_hz: float = 50.0
+    """Control rate."""
+    deadline_ms: float | None = None
+    """Time after each tick by which the action must arrive (default 80% of the period)."""
+    fallback: Fallback = "hold"
+    """Action applied on a missed deadline: hold the last policy action, or zero."""
+    episodes: int = 3
+    """Stop after this many finished episodes."""
+    seconds: float | None = None
+    """Stop after this many seconds, even with episodes unfinished."""
+    seed: int = 0
+    """Seed of the first episode."""
+    connect_timeout_s: float = 10.0
+    """How long to wait for the server's hello reply."""
+    server_public_key: Path | None = None
+    """The server's CURVE public key file (NAME.key); turns on encryption."""
+    curve_secret_key: Path | None = None
+    """This robot's CURVE secret key file (NAME.key_secret)."""
+
+
+@dataclass(frozen=True)
+class KeysCommand:
+    """Make a CURVE key pair: DIR/NAME.key (public, to copy) and DIR/NAME.key_secret (secret, mode 0600)."""
+
+    dir: Path
+    """Directory to write the two files into (created if missing)."""
+    name: str = "server"
+    """Name of the key pair, e.g. server or robot1."""
+    overwrite: bool = False
+    """Replace existing files of that name."""
+
+
 Command = (
     Annotated[TrainConfig, tyro.conf.subcommand("train")]
     | Annotated[EncodersCommand, tyro.conf.subcommand("encoders")]
     | Annotated[PresetsCommand, tyro.conf.subcommand("presets")]
+    | Annotated[ServeCommand, tyro.conf.subcommand("serve")]
+    | Annotated[RobotCommand, tyro.conf.subcommand("robot")]
+    | Annotated[KeysCommand, tyro.conf.subcommand("keys")]
 )
 
 
@@ -122,6 +184,78 @@ def run_train(cfg: TrainConfig) -> None:
     print(f"summary: {cfg.run_dir / 'summary.json'}")
 
 
+def run_serve(cmd: ServeCommand) -> None:
+    """Load the policy, serve it until SIGINT/SIGTERM, and print the final statistics."""
+    import threading
+
+    from agent_runtime.onnx_policy import OnnxPolicy, watch_policy_file
+    from agent_runtime.server import PolicyServer, serve_until_signalled
+
+    server = PolicyServer(OnnxPolicy(cmd.model, cmd.threads), cmd.server)
+    stop_watching = threading.Event()
+    if cmd.watch:
+        watch_policy_file(cmd.model, server.swap, stop_watching, cmd.threads)
+    try:
+        serve_until_signalled(server)
+    finally:
+        stop_watching.set()
+    print(f"served: {server.stats.line()}")
+
+
+def run_robot(cmd: RobotCommand) -> None:
+    """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
+    from agent_runtime.client import ClientConfig, PolicyClient
+    from agent_runtime.loop import LoopConfig, run_loop
+    from agent_runtime.sim_robot import SimRobot
+
+    if cmd.episodes < 1:
+        raise UsageError(f"--episodes is {cmd.episodes}; it must be at least 1")
+    loop_config = LoopConfig(
+        rate_hz=cmd.rate_hz, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
+    )
+    client_config = ClientConfig(
+        endpoint=cmd.connect,
+        connect_timeout_s=cmd.connect_timeout_s,
+        server_public_key=cmd.server_public_key,
+        curve_secret_key=cmd.curve_secret_key,
+    )
+    with SimRobot(cmd.preset, cmd.mode, cmd.seed) as robot, PolicyClient(client_config, robot.spec) as client:
+        try:
+            spec = client.connect()
+        except TimeoutError:
+            raise UsageError(
+                f"no policy server answered at {cmd.connect} within {cmd.connect_timeout_s} s "
+                "(is `agent-runtime serve` running there, with matching CURVE keys?)"
+            ) from None
+        spec_hz = 1.0 / spec.control_period_s
+        if abs(spec_hz - cmd.rate_hz) > 1e-6 * spec_hz:
+            log.warning(
+                "running at %.4g Hz, but the policy was trained at %.4g Hz (control period %.4g s)",
+                cmd.rate_hz,
+                spec_hz,
+                spec.control_period_s,
+            )
+        stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
+        returns = robot.episode_returns
+    print(f"episode returns: {', '.join(f'{r:.1f}' for r in returns) or 'none finished'}")
+    if returns:
+        print(f"mean return {sum(returns) / len(returns):.1f} over {len(returns)} episodes")
+    print(f"loop: {stats.line()}")
+    print(
+        f"client: {client.stats.requests} requests, {client.stats.stale_replies} late replies dropped, "
+        f"errors {dict(client.stats.errors) or 'none'}"
+    )
+
+
+def run_keys(cmd: KeysCommand) -> None:
+    """Write a CURVE key pair and say where each file goes."""
+    from agent_runtime.keys import create_keypair
+
+    public, secret = create_keypair(cmd.dir, cmd.name, cmd.overwrite)
+    print(f"public key: {public} (copy to the other side: a robot's into the server's authorized keys dir)")
+    print(f"secret key: {secret} (keep on this host only)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand. Returns the process exit code.
 
@@ -144,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_encoders(cmd)
         elif isinstance(cmd, PresetsCommand):
             run_presets(cmd)
+        elif isinstance(cmd, ServeCommand):
+            run_serve(cmd)
+        elif isinstance(cmd, RobotCommand):
+            run_robot(cmd)
+        elif isinstance(cmd, KeysCommand):
+            run_keys(cmd)
     except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)

@@ -15,9 +15,57 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+RUNTIME_MODULES = (
+    "agent_runtime",
+    "agent_runtime.spec",
+    "agent_runtime.cli",
+    "agent_runtime.protocol",
+    "agent_runtime.server",
+    "agent_runtime.client",
+    "agent_runtime.loop",
+    "agent_runtime.robot",
+    "agent_runtime.onnx_policy",
+    "agent_runtime.keys",
+    "agent_runtime.stats",
+    # The simulated robot needs the training extra, but only once a SimRobot is made.
+    "agent_runtime.sim_robot",
+)
+
+
 def test_runtime_imports_no_training_stack():
-    loaded = _modules_after("import agent_runtime, agent_runtime.spec, agent_runtime.cli")
-    assert not [m for m in HEAVY if m in loaded]
+    loaded = _modules_after("import " + ", ".join(RUNTIME_MODULES))
+    assert set(RUNTIME_MODULES) <= loaded
+    assert not [m for m in (*HEAVY, "onnx") if m in loaded]
+
+
+def test_serving_and_driving_a_robot_import_no_training_stack():
+    """A full hello/act round trip through the server and client, as a robot host runs it."""
+    code = (
+        "import time\n"
+        "import numpy as np\n"
+        "from agent_runtime.client import ClientConfig, PolicyClient\n"
+        "from agent_runtime.loop import LoopConfig, run_loop\n"
+        "from agent_runtime.server import ServerConfig, serve_in_thread\n"
+        "from agent_runtime.spec import ActionSpec, ObservationSpec, PolicySpec, Provenance, Quantity\n"
+        "spec = PolicySpec((ObservationSpec('state', 'float32', (1,), 'vector', quantities=(Quantity('x', 'm'),)),),\n"
+        "    ActionSpec((Quantity('u', 'N'),), (-1.0,), (1.0,)), 0.01, 1, Provenance('t', 'T-v0'))\n"
+        "class Policy:\n"
+        "    spec = spec\n"
+        "    def infer(self, obs):\n"
+        "        return obs['state']\n"
+        "class Robot:\n"
+        "    spec = spec\n"
+        "    def reset(self): pass\n"
+        "    def observe(self): return {'state': np.full(1, 0.5, np.float32)}\n"
+        "    def apply(self, action): assert action[0] == 0.5, action\n"
+        "with serve_in_thread(Policy(), ServerConfig(endpoint='tcp://127.0.0.1:*', log_every_s=0)) as server:\n"
+        "    with PolicyClient(ClientConfig(endpoint=server.endpoint), spec) as client:\n"
+        "        client.connect()\n"
+        "        stats = run_loop(Robot(), client, LoopConfig(rate_hz=100, steps=5, deadline_ms=9))\n"
+        "assert stats.steps == 5 and stats.hits >= 1, stats\n"
+    )
+    loaded = _modules_after(code)
+    assert not [m for m in (*HEAVY, "onnx") if m in loaded]
 
 
 def test_listing_commands_import_no_training_stack():

@@ -1,0 +1,294 @@
+"""The robot side of the wire: a DEALER client with bounded waits that never applies a stale action.
+
+Every call takes an absolute deadline (``time.monotonic()`` seconds) and returns or raises by it: a
+:class:`ClientError` says why no action came (no connection, no reply in time, an error reply). Each
+request carries a fresh id; a reply with any other id (to a request that already timed out) is
+dropped and counted, so a late action is never returned for a newer observation.
+
+Recovery is ZeroMQ's reconnection plus one rule: every reply names the served spec by hash, and a
+reply from a server whose spec is not the one checked at connect (a restart with another model) is
+refused; the next request re-runs the hello check first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from agent_runtime import protocol
+from agent_runtime.protocol import Message, ProtocolError
+from agent_runtime.spec import PolicySpec, SpecMismatchError
+
+
+class ClientError(RuntimeError):
+    """No action from the server for this request; the loop applies its fallback."""
+
+    code = "client_error"
+
+
+class ServerUnavailable(ClientError):
+    """The request could not be sent before its deadline.
+
+    Either there is no connection to the server, or the send queue is full because the server is not
+    keeping up.
+    """
+
+    code = "unavailable"
+
+
+class DeadlineExceeded(ClientError, TimeoutError):
+    """No reply arrived before the deadline."""
+
+    code = "timeout"
+
+
+class ServerError(ClientError):
+    """The server answered with an error reply (see ``agent_runtime.protocol.Code``)."""
+
+    def __init__(self, code: str, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"server error {code}: {message}")
+        self.code = code
+        self.message = message
+        self.fields = dict(fields or {})
+
+
+class SpecChanged(ClientError):
+    """A reply came from a server whose spec differs from the one checked at connect; it was refused."""
+
+    code = "spec_changed"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the policy server is and how to reach it."""
+
+    endpoint: str = "tcp://127.0.0.1:5555"
+    """The server's ZeroMQ endpoint."""
+    connect_timeout_s: float = 5.0
+    """How long connect() waits for the server's hello reply."""
+    server_public_key: Path | None = None
+    """The server's CURVE public key file (NAME.key): turns on encryption. Needs --curve-secret-key."""
+    curve_secret_key: Path | None = None
+    """This robot's CURVE secret key file (NAME.key_secret); its NAME.key must be in the server's
+    authorized keys directory."""
+    max_reply_bytes: int = 1 << 20
+    """Largest reply accepted (also the socket's per-frame cap)."""
+
+    def __post_init__(self) -> None:
+        if "://" not in self.endpoint:
+            raise ValueError(f"endpoint {self.endpoint!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555")
+        if not self.connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s is {self.connect_timeout_s}; it must be positive")
+        if (self.server_public_key is None) != (self.curve_secret_key is None):
+            raise ValueError("CURVE needs both server_public_key and curve_secret_key, or neither")
+        if self.max_reply_bytes < protocol.MAX_HEADER_BYTES:
+            raise ValueError(f"max_reply_bytes must be at least {protocol.MAX_HEADER_BYTES}")
+
+
+@dataclass
+class ClientStats:
+    """What the client saw: requests sent, replies taken, replies dropped and why, errors by code."""
+
+    requests: int = 0
+    replies: int = 0
+    stale_replies: int = 0
+    """Replies to earlier requests (that had already timed out), dropped."""
+    malformed_replies: int = 0
+    hellos: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class PolicyClient:
+    """A connection to a policy server for one robot (one thread).
+
+    Args:
+        config: endpoint and keys.
+        robot_spec: the robot's spec; the server's must be compatible with it.
+        context: the ZeroMQ context; by default the process-wide one.
+    """
+
+    def __init__(self, config: ClientConfig, robot_spec: PolicySpec, context: zmq.Context[Any] | None = None) -> None:
+        self.config = config
+        self.robot_spec = robot_spec
+        self.stats = ClientStats()
+        self.server_spec: PolicySpec | None = None
+        self._server_hash: str | None = None
+        self._action_dim = robot_spec.action.dim
+        self._ids = itertools.count(1)
+        self._sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
+        sock = self._sock
+        sock.setsockopt(zmq.LINGER, 0)
+        # Queue requests only on a live connection, so a send with the server gone fails at once
+        # instead of queueing requests that would all be stale when it comes back.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.SNDHWM, 16)
+        sock.setsockopt(zmq.MAXMSGSIZE, config.max_reply_bytes)
+        # ZMTP heartbeats notice a server host that vanished without closing the connection.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if config.server_public_key is not None and config.curve_secret_key is not None:
+            from agent_runtime.keys import load_keypair, load_public_key
+
+            public, secret = load_keypair(config.curve_secret_key)
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+            sock.curve_serverkey = load_public_key(config.server_public_key)
+        sock.connect(config.endpoint)
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket at once (pending messages are dropped)."""
+        self._sock.close(linger=0)
+
+    def connect(self, deadline: float | None = None) -> PolicySpec:
+        """Exchange specs with the server and check them (hello).
+
+        Args:
+            deadline: absolute ``time.monotonic()`` deadline; default ``config.connect_timeout_s`` from now.
+
+        Returns:
+            The server's policy spec.
+
+        Raises:
+            SpecMismatchError: the specs differ; the message names every differing field.
+            ClientError: no hello reply by the deadline, or an error reply.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.config.connect_timeout_s
+        self.stats.hellos += 1
+        try:
+            reply = self._request(protocol.HELLO, {}, {"spec": self.robot_spec.to_json()}, deadline)
+        except ServerError as exc:
+            differences = exc.fields.get("differences")
+            if exc.code == protocol.Code.SPEC_MISMATCH and isinstance(differences, list):
+                context = f"{self.config.endpoint}: the robot's spec does not match the served policy's"
+                raise SpecMismatchError([str(d) for d in differences], context=context) from None
+            raise
+        text = reply.fields.get("spec")
+        if not isinstance(text, str):
+            raise ClientError(f"{self.config.endpoint}: the hello reply carries no spec")
+        spec = PolicySpec.from_json(text)
+        spec.check_compatible(self.robot_spec, ours="policy", theirs="robot")
+        self.server_spec = spec
+        served_hash = reply.fields.get("spec_hash")
+        self._server_hash = served_hash if isinstance(served_hash, str) else spec.interface_hash()
+        return spec
+
+    def act(self, observation: Mapping[str, np.ndarray], deadline: float) -> np.ndarray:
+        """The policy's action for one observation, or an exception by ``deadline``.
+
+        Args:
+            observation: entry name to array, one sample (no batch axis), exactly as the robot's spec says.
+            deadline: absolute ``time.monotonic()`` time by which to return.
+
+        Returns:
+            float32 (A,) action, as the server sent it (the loop clips it to the bounds).
+
+        Raises:
+            ObservationError: the observation does not match the robot's spec (nothing was sent).
+            SpecMismatchError: after a server restart, the new server's spec does not match.
+            ClientError: no action by the deadline (see the subclasses).
+        """
+        self.robot_spec.check_observation(observation)
+        if self._server_hash is None:
+            self.connect(deadline)
+        remaining_ms = (deadline - time.monotonic()) * 1e3
+        if remaining_ms <= 0:
+            raise self._count(DeadlineExceeded("the deadline passed before the request was sent"))
+        reply = self._request(protocol.ACT, observation, {"deadline_ms": remaining_ms}, deadline)
+        action = reply.arrays.get("action")
+        if action is None or action.shape != (self._action_dim,) or action.dtype != np.float32:
+            self.stats.malformed_replies += 1
+            raise self._count(ClientError(f"the act reply has no float32 ({self._action_dim},) 'action'"))
+        return action.copy()
+
+    def ping(self, deadline: float) -> Message:
+        """A round trip with no payload; the reply carries the server's timing."""
+        return self._request(protocol.PING, {}, {}, deadline)
+
+    def server_stats(self, deadline: float) -> dict[str, Any]:
+        """The server's statistics (requests, errors by code, latency, batch sizes)."""
+        stats = self._request(protocol.STATS, {}, {}, deadline).fields.get("stats")
+        if not isinstance(stats, dict):
+            raise ClientError("the stats reply carries no statistics")
+        return stats
+
+    # -- one request ------------------------------------------------------------------------------
+
+    def _request(self, kind: str, arrays: Mapping[str, np.ndarray], fields: dict[str, Any], deadline: float) -> Message:
+        request_id = next(self._ids)
+        frames = protocol.encode(Message(kind, request_id, time.time(), arrays, fields))
+        self._send(frames, deadline)
+        self.stats.requests += 1
+        return self._await(request_id, kind, deadline)
+
+    def _send(self, frames: list[Any], deadline: float) -> None:
+        while True:
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                if not self._wait(zmq.POLLOUT, deadline):
+                    raise self._count(
+                        ServerUnavailable(
+                            f"could not send to {self.config.endpoint} before the deadline (no connection, or the "
+                            "server is not keeping up)"
+                        )
+                    ) from None
+
+    def _await(self, request_id: int, kind: str, deadline: float) -> Message:
+        while True:
+            if not self._wait(zmq.POLLIN, deadline):
+                raise self._count(DeadlineExceeded(f"no {kind} reply from {self.config.endpoint} by the deadline"))
+            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:
+                reply = protocol.decode(frames, self.config.max_reply_bytes)
+            except ProtocolError:
+                self.stats.malformed_replies += 1
+                continue
+            if reply.request_id != request_id:
+                self.stats.stale_replies += 1
+                continue
+            self.stats.replies += 1
+            error = reply.error
+            if error is not None:
+                raise self._count(ServerError(*error, fields=reply.fields))
+            if reply.type != kind:
+                self.stats.malformed_replies += 1
+                raise self._count(ClientError(f"a {kind} request got a {reply.type} reply"))
+            if kind == protocol.ACT and reply.fields.get("spec_hash") != self._server_hash:
+                self._server_hash = None  # hello again before the next request
+                raise self._count(SpecChanged("the server now serves another policy spec; reconnecting"))
+            return reply
+
+    def _wait(self, event: int, deadline: float) -> bool:
+        """Poll for ``event`` until ``deadline``, to sub-millisecond precision (zmq polls in whole ms)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining >= 1e-3:
+                if self._sock.poll(math.floor(remaining * 1e3), event):
+                    return True
+            else:
+                if remaining > 0:
+                    time.sleep(remaining)
+                return bool(self._sock.poll(0, event))
+
+    def _count(self, exc: ClientError) -> ClientError:
+        self.stats.errors[exc.code] += 1
+        return exc

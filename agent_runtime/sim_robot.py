@@ -1,0 +1,76 @@
+"""A simulated robot: a MuJoCo task preset behind the :class:`~agent_runtime.robot.Robot` protocol.
+
+Observations come from ``train.envs.make_env``, the one place environments are built, so the served
+policy sees exactly what it saw in training: rendered, stacked camera frames plus proprio, or the
+state vector. This is the only runtime module that needs the training extra (gymnasium, MuJoCo); it
+imports it when a ``SimRobot`` is made, so the rest of the runtime stays installable on a robot host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agent_runtime.spec import PolicySpec
+
+
+class SimRobot:
+    """A preset's environment as a robot; episodes restart by themselves and their returns are kept.
+
+    Args:
+        preset: task preset name (see ``agent-runtime presets``).
+        mode: ``"pixels"`` (camera frames + proprio) or ``"state"``.
+        seed: seed of the first episode's reset.
+    """
+
+    def __init__(self, preset: str, mode: str = "pixels", seed: int = 0) -> None:
+        from train.envs import build_spec, make_env
+
+        self._spec = build_spec(preset, mode)  # type: ignore[arg-type]
+        self._env: Any = make_env(preset, mode)  # type: ignore[arg-type]
+        self._seed: int | None = seed
+        self._obs: dict[str, np.ndarray] | None = None
+        self._return = 0.0
+        self.episode_returns: list[float] = []
+        """Sum of environment rewards of every finished episode, in order."""
+        self.steps = 0
+        """Actions applied since construction."""
+
+    @property
+    def spec(self) -> PolicySpec:
+        """The preset's policy spec for this observation mode."""
+        return self._spec
+
+    def reset(self) -> None:
+        """Start a new episode (the first one with the given seed); the unfinished one's return is discarded."""
+        self._obs, _ = self._env.reset(seed=self._seed)
+        self._seed = None  # later episodes continue the environment's random stream
+        self._return = 0.0
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation after the last applied action (or the reset)."""
+        if self._obs is None:
+            raise RuntimeError("observe() before reset(): reset the robot first")
+        return self._obs
+
+    def apply(self, action: np.ndarray) -> None:
+        """Step the simulation with ``action`` (float32 (A,)); a finished episode is recorded and reset."""
+        if self._obs is None:
+            raise RuntimeError("apply() before reset(): reset the robot first")
+        self._obs, reward, terminated, truncated, _ = self._env.step(action)
+        self._return += float(reward)
+        self.steps += 1
+        if terminated or truncated:
+            self.episode_returns.append(self._return)
+            self.reset()
+
+    def close(self) -> None:
+        """Close the environment and its renderer."""
+        self._env.close()
+
+    def __enter__(self) -> SimRobot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,210 @@
+"""The control loop: absolute deadlines (no drift), fallback on a miss, clipping, and the rate held in real time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pytest
+
+from agent_runtime.client import ClientConfig, DeadlineExceeded, PolicyClient
+from agent_runtime.loop import LoopConfig, run_loop
+from agent_runtime.spec import PolicySpec
+from tests.agent_runtime.conftest import FakePolicy, running_server, state_obs, state_spec
+
+SLACK_S = 0.02  # scheduling slack on a loaded 2-core CI machine
+
+
+class FakeClock:
+    """Simulated time: ``sleep`` advances it, and so do the fake robot and policy to model their cost."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+class FakeRobot:
+    """Observes an increasing counter; records when each action was applied (on ``clock``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, spec: PolicySpec | None = None) -> None:
+        self._spec = spec or state_spec()
+        self.clock = clock
+        self.observed_at: list[float] = []
+        self.applied: list[tuple[float, np.ndarray]] = []
+        self.resets = 0
+        self.apply_cost_s: Callable[[int], float] = lambda step: 0.0
+        self.on_apply: Callable[[int], None] = lambda step: None
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self._spec
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def observe(self) -> dict[str, np.ndarray]:
+        self.observed_at.append(self.clock())
+        return state_obs(0.1 * len(self.observed_at))
+
+    def apply(self, action: np.ndarray) -> None:
+        self.applied.append((self.clock(), action.copy()))
+        if isinstance(self.clock, FakeClock):
+            self.clock.now += self.apply_cost_s(len(self.applied))
+        self.on_apply(len(self.applied))
+
+    @property
+    def actions(self) -> np.ndarray:
+        return np.array([a for _, a in self.applied])
+
+
+class ScriptedPolicy:
+    """Answers with the observation's first element after ``cost_s(step)`` of fake time; misses when told."""
+
+    def __init__(self, clock: FakeClock, cost_s: Callable[[int], float], miss: Callable[[int], bool] = lambda s: False):
+        self.clock, self.cost_s, self.miss = clock, cost_s, miss
+        self.calls = 0
+
+    def act(self, observation: Mapping[str, np.ndarray], deadline: float) -> np.ndarray:
+        self.calls += 1
+        if self.miss(self.calls):
+            self.clock.now = deadline  # a client waits until the deadline, then gives up
+            raise DeadlineExceeded("no reply")
+        self.clock.now += self.cost_s(self.calls)
+        return np.full(2, observation["state"][0], dtype=np.float32)
+
+
+def test_ticks_sit_on_an_absolute_grid_without_drift():
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    # Every step costs a different, irregular amount; a loop that slept a fixed period would drift.
+    policy = ScriptedPolicy(clock, cost_s=lambda step: 0.001 + 0.003 * (step % 3))
+    stats = run_loop(robot, policy, LoopConfig(rate_hz=100, steps=200), clock=clock, sleep=clock.sleep)
+    ticks = np.array(robot.observed_at) - robot.observed_at[0]
+    np.testing.assert_allclose(ticks, np.arange(200) * 0.01, atol=1e-9)
+    assert stats.steps == 200 and stats.misses == 0 and stats.overruns == 0 and robot.resets == 1
+    assert stats.achieved_hz == pytest.approx(100, rel=0.02)
+
+
+def test_a_loop_that_falls_behind_skips_to_the_grid_and_counts_overruns():
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    robot.apply_cost_s = lambda step: 0.025 if step == 5 else 0.0  # one apply takes 2.5 periods
+    policy = ScriptedPolicy(clock, cost_s=lambda step: 0.001)
+    stats = run_loop(robot, policy, LoopConfig(rate_hz=100, steps=10), clock=clock, sleep=clock.sleep)
+    ticks = (np.array(robot.observed_at) - robot.observed_at[0]) / 0.01
+    # Ticks 0-4 on time; the fifth apply ends at 4.1 + 2.5 = 6.6 periods: tick 5 is skipped, and tick 6
+    # starts 0.6 periods late (jitter) instead of ticks 5 and 6 running back to back.
+    np.testing.assert_allclose(ticks[:5], [0, 1, 2, 3, 4], atol=1e-6)
+    assert ticks[5] == pytest.approx(6.6, abs=1e-6)
+    np.testing.assert_allclose(ticks[6:], [7, 8, 9, 10], atol=1e-6)
+    assert stats.overruns == 1
+    assert stats.jitter.max_s == pytest.approx(0.006, abs=1e-6)
+
+
+@pytest.mark.parametrize(("fallback", "expected"), [("hold", 0.2), ("zero", 0.0)])
+def test_a_missed_deadline_applies_the_fallback_at_the_deadline(fallback, expected):
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    policy = ScriptedPolicy(clock, cost_s=lambda step: 0.002, miss=lambda step: step in (3, 4))
+    config = LoopConfig(rate_hz=50, deadline_ms=8, fallback=fallback, steps=6)
+    stats = run_loop(robot, policy, config, clock=clock, sleep=clock.sleep)
+    actions = robot.actions[:, 0]
+    np.testing.assert_allclose(actions, [0.1, 0.2, expected, expected, 0.5, 0.6], rtol=1e-6)
+    start = robot.observed_at[0]
+    for step in (2, 3):  # the misses: applied exactly at tick + 8 ms
+        assert robot.applied[step][0] == pytest.approx(start + step * 0.02 + 0.008)
+    assert stats.misses == 2 and stats.hits == 4 and stats.miss_reasons == {"timeout": 2}
+
+
+def test_zero_fallback_is_clipped_into_the_bounds():
+    spec = state_spec()
+    spec = PolicySpec(
+        spec.observations,
+        type(spec.action)(spec.action.quantities, (0.5, 0.5), (1.0, 1.0)),
+        spec.control_period_s,
+        spec.action_repeat,
+        spec.provenance,
+    )
+    clock = FakeClock()
+    robot = FakeRobot(clock, spec)
+    policy = ScriptedPolicy(clock, cost_s=lambda step: 0.0, miss=lambda step: True)
+    run_loop(robot, policy, LoopConfig(fallback="zero", steps=2), clock=clock, sleep=clock.sleep)
+    np.testing.assert_array_equal(robot.actions, [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_actions_are_clipped_to_the_bounds():
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+
+    class Wild(ScriptedPolicy):
+        def act(self, observation, deadline):
+            return np.array([5.0, -7.0], dtype=np.float32)
+
+    run_loop(robot, Wild(clock, lambda s: 0.0), LoopConfig(steps=3), clock=clock, sleep=clock.sleep)
+    np.testing.assert_array_equal(robot.actions, [[1.0, -1.0]] * 3)
+
+
+def test_an_action_that_comes_after_the_deadline_is_not_applied():
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    policy = ScriptedPolicy(clock, cost_s=lambda step: 0.045 if step == 2 else 0.001)  # step 2 returns late
+    stats = run_loop(robot, policy, LoopConfig(rate_hz=20, steps=3), clock=clock, sleep=clock.sleep)
+    np.testing.assert_allclose(robot.actions[:, 0], [0.1, 0.1, 0.3], rtol=1e-6)  # held, not the late 0.2
+    assert stats.misses == 1 and stats.miss_reasons == {"client_error": 1}
+
+
+def test_the_loop_holds_its_rate_in_real_time():
+    robot = FakeRobot()
+
+    class Instant:
+        def act(self, observation, deadline):
+            return np.zeros(2, np.float32)
+
+    stats = run_loop(robot, Instant(), LoopConfig(rate_hz=100, duration_s=0.5))
+    # A stall of a whole period on a busy machine skips a tick (an overrun) rather than shifting the grid.
+    assert stats.steps + stats.overruns == 50 and stats.overruns <= 2
+    assert stats.achieved_hz == pytest.approx(100, rel=0.05)
+    span = robot.observed_at[-1] - robot.observed_at[0]
+    assert abs(span - 0.49) < SLACK_S  # no drift: the last tick is 49 periods after the first
+    assert stats.jitter.percentile_s(50) < 0.002
+
+
+def test_a_slow_served_policy_makes_the_loop_apply_its_fallback_on_time():
+    backend = FakePolicy(state_spec())
+    robot = FakeRobot()
+    deadline_s = 0.012
+
+    def slow_down(step: int) -> None:
+        if step == 5:
+            backend.delay_s = 0.1  # from the sixth request on, the policy takes 100 ms
+
+    robot.on_apply = slow_down
+    config = LoopConfig(rate_hz=50, deadline_ms=deadline_s * 1e3, fallback="hold", steps=12)
+    with running_server(backend) as server, PolicyClient(ClientConfig(endpoint=server.endpoint), robot.spec) as client:
+        client.connect()
+        stats = run_loop(robot, client, config)
+    for step, ((applied_at, _), observed_at) in enumerate(zip(robot.applied, robot.observed_at, strict=True)):
+        assert applied_at - observed_at < deadline_s + SLACK_S, f"step {step} applied late"
+    actions = robot.actions[:, 0]
+    # Steps 5-11 all miss and hold the last policy action (an observation value 0.1 * k, so never 0).
+    assert actions[4] > 0
+    np.testing.assert_array_equal(actions[5:], actions[4])
+    assert stats.misses >= 7 and stats.hits >= 1 and stats.hits + stats.misses == 12
+    assert client.stats.errors["timeout"] >= 7
+
+
+def test_loop_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="rate_hz is 0"):
+        LoopConfig(rate_hz=0)
+    with pytest.raises(ValueError, match=r"deadline_ms is 25; it must be positive and within the period \(20 ms"):
+        LoopConfig(rate_hz=50, deadline_ms=25)
+    with pytest.raises(ValueError, match="fallback is 'brake'"):
+        LoopConfig(fallback="brake")  # type: ignore[arg-type]
+    assert LoopConfig(rate_hz=50).deadline_s == pytest.approx(0.016)

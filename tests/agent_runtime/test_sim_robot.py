@@ -1,0 +1,67 @@
+"""The simulated robot over a task preset, alone and driven by a served ONNX policy through `agent-runtime robot`."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from agent_runtime.cli import main
+from agent_runtime.onnx_policy import OnnxPolicy
+from agent_runtime.sim_robot import SimRobot
+from tests.agent_runtime.conftest import build_onnx_policy, running_server
+from train.envs import build_spec
+
+PRESET = "inverted_pendulum"
+
+
+@pytest.mark.parametrize("mode", ["pixels", "state"])
+def test_sim_robot_observes_exactly_its_spec_and_records_episode_returns(mode):
+    with SimRobot(PRESET, mode, seed=0) as robot:
+        assert robot.spec == build_spec(PRESET, mode)
+        robot.reset()
+        first = robot.observe()
+        robot.spec.check_observation(first)
+        if mode == "pixels":
+            frame = first["pixels"][..., -3:]
+            assert (frame.max(axis=-1) > 30).mean() > 0.02, "the camera frame is black"
+        # Full force one way topples the pole within a few steps.
+        steps = 0
+        while not robot.episode_returns and steps < 200:
+            robot.apply(np.array(robot.spec.action.high, dtype=np.float32))
+            robot.spec.check_observation(robot.observe())
+            steps += 1
+        # InvertedPendulum-v5 pays 1 per step while the pole is up and 0 on the step it falls.
+        assert robot.episode_returns == [float(steps - 1)]
+        assert robot.steps == steps
+
+
+def test_observe_before_reset_says_so():
+    with SimRobot(PRESET, "state") as robot, pytest.raises(RuntimeError, match="reset the robot first"):
+        robot.observe()
+
+
+def test_robot_command_drives_the_sim_with_a_served_policy(tmp_path, capsys):
+    spec = build_spec(PRESET, "pixels")
+    model = build_onnx_policy(spec, tmp_path / "policy.onnx")  # saturates: full force, episodes of a few steps
+    hz = 1 / spec.control_period_s
+    with running_server(OnnxPolicy(model)) as server:
+        argv = ["robot", "--preset", PRESET, "--connect", str(server.endpoint), "--rate-hz", str(hz), "--episodes", "2"]
+        assert main(argv) == 0
+        served = server.stats.snapshot()
+    out = capsys.readouterr().out
+    returns = re.search(r"episode returns: ([\d.]+), ([\d.]+)", out)
+    assert returns, out
+    assert all(float(r) >= 1 for r in returns.groups())
+    assert re.search(r"loop: \d+ steps at [\d.]+ Hz; misses \d+", out)
+    assert served["requests"]["hello"] == 1 and served["requests"]["act"] >= 2
+
+
+def test_robot_command_refuses_a_policy_for_another_task(tmp_path, capsys):
+    model = build_onnx_policy(build_spec("reacher", "state"), tmp_path / "reacher.onnx")
+    with running_server(OnnxPolicy(model)) as server:
+        assert main(["robot", "--preset", PRESET, "--mode", "state", "--connect", str(server.endpoint)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "the robot's spec does not match the served policy's" in err
+    assert "observations.state.shape: the policy has (10,), the robot has (4,)" in err
