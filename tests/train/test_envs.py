@@ -245,3 +245,19 @@ def test_pixel_env_with_state_also_gives_the_state_env_s_vector():
     finally:
         pixels.close()
         state.close()
+
+
+def test_importing_timm_after_rendering_does_not_crash_the_process():
+    # With PyPI's CUDA torch, a first import of triton after an EGL context existed was a segfault.
+    import subprocess
+    import sys
+
+    code = (
+        "import train\n"
+        "from train.envs import make_env\n"
+        "env = make_env('inverted_pendulum', 'pixels'); env.reset(seed=0)\n"
+        "import timm\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
