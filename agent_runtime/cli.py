@@ -17,6 +17,8 @@ import tyro
 
 from agent_runtime.loop import Fallback
 from agent_runtime.server import ServerConfig
+from distill.config import DistillConfig
+from distill.export_config import ExportConfig, export_command
 from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 
@@ -112,6 +114,8 @@ Command = (
     Annotated[TrainConfig, tyro.conf.subcommand("train")]
     | Annotated[EncodersCommand, tyro.conf.subcommand("encoders")]
     | Annotated[PresetsCommand, tyro.conf.subcommand("presets")]
+    | Annotated[DistillConfig, tyro.conf.subcommand("distill")]
+    | Annotated[ExportConfig, tyro.conf.subcommand("export")]
     | Annotated[ServeCommand, tyro.conf.subcommand("serve")]
     | Annotated[RobotCommand, tyro.conf.subcommand("robot")]
     | Annotated[KeysCommand, tyro.conf.subcommand("keys")]
@@ -182,6 +186,18 @@ def run_train(cfg: TrainConfig) -> None:
         print(f"video: {summary['video']}")
     print(f"tensorboard: {summary['tensorboard']}")
     print(f"summary: {cfg.run_dir / 'summary.json'}")
+
+
+def run_distill(cfg: DistillConfig) -> None:
+    """Distill a teacher into a student and print its report card."""
+    from distill.runner import REPORT_NAME, run
+
+    report = run(cfg)
+    print((cfg.run_dir / "report.txt").read_text().rstrip())
+    for name, path in report["artifacts"].items():
+        if path and name != "weights_sha256":
+            print(f"{name.replace('_', ' ')}: {path}")
+    print(f"report: {cfg.run_dir / REPORT_NAME}")
 
 
 def run_serve(cmd: ServeCommand) -> None:
@@ -278,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_encoders(cmd)
         elif isinstance(cmd, PresetsCommand):
             run_presets(cmd)
+        elif isinstance(cmd, DistillConfig):
+            run_distill(cmd)
+        elif isinstance(cmd, ExportConfig):
+            export_command(cmd)
         elif isinstance(cmd, ServeCommand):
             run_serve(cmd)
         elif isinstance(cmd, RobotCommand):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.student import StudentKind
+from models.policy_kinds import StudentKind
 
 STUDENT_KINDS: tuple[StudentKind, ...] = ("conv", "mlp")
 

@@ -9,3 +9,5 @@ Representation = Literal["frozen", "scratch", "state"]
 end on pixels; ``state``: the full state vector."""
 NeckKind = Literal["linear", "conv"]
 """``linear``: flatten and project (DrQ-v2's trunk); ``conv``: convolutions over spatial feature maps."""
+StudentKind = Literal["conv", "mlp"]
+"""``conv``: a small conv net on stacked camera frames plus proprio; ``mlp``: an MLP on the state vector."""

@@ -8,15 +8,10 @@ every action dimension weighs the same whatever its units.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
 from models.mlp import mlp
-
-StudentKind = Literal["conv", "mlp"]
-"""``conv``: a small conv net on stacked camera frames plus proprio; ``mlp``: an MLP on the state vector."""
 
 
 class Student(nn.Module):

