@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.policy_kinds import StudentKind
+from train.config import require_at_least_one
 
 STUDENT_KINDS: tuple[StudentKind, ...] = ("conv", "mlp")
 
@@ -70,9 +71,7 @@ class DistillConfig:
             "eval_episodes",
             "threads",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} is {getattr(self, name)}; it must be at least 1")
+        require_at_least_one(self, positive)
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden is {self.hidden}; give one or more positive layer sizes")
         if not 0.0 <= self.beta_decay <= 1.0:

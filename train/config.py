@@ -15,6 +15,13 @@ from models.policy_kinds import NeckKind, Representation
 from train.presets import DEFAULT_PRESET, ObsMode
 
 
+def require_at_least_one(config: object, names: tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming the first field of ``names`` whose value is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} is {getattr(config, name)}; it must be at least 1")
+
+
 @dataclass(frozen=True)
 class SACConfig:
     """Hyperparameters of the actor-critic update."""
@@ -127,9 +134,7 @@ class TrainConfig:
             "video_size",
             "threads",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} is {getattr(self, name)}; it must be at least 1")
+        require_at_least_one(self, positive)
         if self.updates_per_step <= 0:
             raise ValueError(f"updates_per_step is {self.updates_per_step}; it must be positive")
         if self.learning_starts < 0:
