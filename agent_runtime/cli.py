@@ -15,6 +15,7 @@ from typing import Annotated
 
 import tyro
 
+from agent_runtime.demo import DemoConfig
 from agent_runtime.loop import Fallback
 from agent_runtime.server import ServerConfig
 from distill.config import DistillConfig
@@ -119,6 +120,7 @@ Command = (
     | Annotated[ServeCommand, tyro.conf.subcommand("serve")]
     | Annotated[RobotCommand, tyro.conf.subcommand("robot")]
     | Annotated[KeysCommand, tyro.conf.subcommand("keys")]
+    | Annotated[DemoConfig, tyro.conf.subcommand("demo")]
 )
 
 
@@ -272,6 +274,31 @@ def run_keys(cmd: KeysCommand) -> None:
     print(f"secret key: {secret} (keep on this host only)")
 
 
+def run_demo(cfg: DemoConfig) -> None:
+    """Run the demo's unfinished stages and print its report; Ctrl-C or SIGTERM leaves it resumable."""
+    import signal
+    import threading
+
+    from agent_runtime.demo import REPORT_TEXT, run
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # A kill unwinds like Ctrl-C, so the server thread is stopped and the message below printed.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main else None
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume {cfg.out} from its last finished stage",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    print((cfg.out / REPORT_TEXT).read_text().rstrip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand. Returns the process exit code.
 
@@ -304,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_robot(cmd)
         elif isinstance(cmd, KeysCommand):
             run_keys(cmd)
+        elif isinstance(cmd, DemoConfig):
+            run_demo(cmd)
     except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)

@@ -14,7 +14,7 @@ from agent_runtime.spec import PolicySpec
 from train.envs import build_spec
 from train.presets import PRESETS
 
-SUBCOMMANDS = ("encoders", "presets", "train", "distill", "export", "serve", "robot", "keys")
+SUBCOMMANDS = ("encoders", "presets", "train", "distill", "export", "serve", "robot", "keys", "demo")
 
 
 @pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in SUBCOMMANDS)])

@@ -27,6 +27,9 @@ RUNTIME_MODULES = (
     "agent_runtime.onnx_policy",
     "agent_runtime.keys",
     "agent_runtime.stats",
+    # The demo runs train and distill, importing them only inside its stages.
+    "agent_runtime.demo",
+    "agent_runtime.demo_report",
     # The simulated robot needs the training extra, but only once a SimRobot is made.
     "agent_runtime.sim_robot",
 )
@@ -75,6 +78,10 @@ def test_listing_commands_import_no_training_stack():
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['presets']) == 0\n"
         "    assert main(['encoders']) == 0\n"
+        "    try:\n"
+        "        main(['demo', '--help'])\n"
+        "    except SystemExit as exit_info:\n"
+        "        assert exit_info.code == 0\n"
     )
     loaded = _modules_after(code)
     assert not [m for m in HEAVY if m in loaded]
