@@ -9,7 +9,7 @@ so its own mistakes take it where it has no data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -49,6 +49,7 @@ def collect(
     bounds: tuple[np.ndarray, np.ndarray],
     rng: np.random.Generator,
     first_seed: int,
+    progress: Callable[[], None] | None = None,
 ) -> Collection:
     """Run the mixture policy for ``steps`` steps; the teacher labels every observation.
 
@@ -62,6 +63,7 @@ def collect(
         bounds: (low, high) action bounds, to express labels in [-1, 1].
         rng: draws who drives each step.
         first_seed: episode ``j`` of this collection resets with ``first_seed + j``.
+        progress: called after every step (e.g. to advance a progress bar).
     """
     low, high = bounds
     stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
@@ -79,6 +81,8 @@ def collect(
         else:
             action = student(observation)
         observation, reward, terminated, truncated, _ = env.step(action)
+        if progress is not None:
+            progress()
         total += float(reward)
         if terminated or truncated:
             returns.append(total)

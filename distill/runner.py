@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
 from distill.collect import Actor, collect_observations, torch_actor
@@ -196,14 +198,20 @@ def _imitate(
     bounds = (np.asarray(spec.action.low), np.asarray(spec.action.high))
     lines = []
     env = make()
+    # Collection steps of all iterations; the bar's rate is steps/s while collecting and labelling.
+    bar = tqdm(total=cfg.capacity, unit="step", desc=f"distill {method}", mininterval=1.0, disable=None)
     try:
         for i in range(cfg.iterations):
             beta = cfg.beta(i) if method == "dagger" else 1.0
             first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * 10_000
+            began = time.perf_counter()
             got = collect(env, torch_actor(student), teacher, beta, cfg.steps_per_iteration, spec.observation_names,
-                          bounds, rng, first_seed)  # fmt: skip
+                          bounds, rng, first_seed, progress=lambda: bar.update(1))  # fmt: skip
+            bar.set_postfix(iteration=f"{i + 1}/{cfg.iterations}", phase="training")
             dataset.append(got.observations, got.labels)
+            collected = time.perf_counter()
             metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng)
+            trained = time.perf_counter()
             returns = got.episode_returns
             line = {
                 "iteration": i,
@@ -211,14 +219,19 @@ def _imitate(
                 "teacher_share": got.teacher_steps / cfg.steps_per_iteration,
                 "dataset": len(dataset),
                 "collection_return": float(np.mean(returns)) if returns else None,
+                "collect_steps_per_s": cfg.steps_per_iteration / (collected - began),
+                "updates_per_s": cfg.updates_per_iteration / (trained - collected),
                 **metrics,
             }
             lines.append(line)
             log.info(
-                "%s iteration %d/%d: beta %.2f, dataset %d, imitation loss %.4f -> %.4f, collection return %s",
+                "%s iteration %d/%d: beta %.2f, dataset %d, imitation loss %.4f -> %.4f, collection return %s "
+                "(%.0f steps/s collecting, %.1f updates/s)",
                 method, i + 1, cfg.iterations, beta, len(dataset), metrics["loss/imitation_first"],
                 metrics["loss/imitation_last"], "n/a" if not returns else f"{np.mean(returns):.1f}",
+                line["collect_steps_per_s"], line["updates_per_s"],
             )  # fmt: skip
     finally:
+        bar.close()
         env.close()
     return lines
