@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import tyro
 
@@ -314,25 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="agent-runtime",
         description="Take a robot control policy from simulation to a robot host.",
     )
+    runners: dict[type, Callable[[Any], None]] = {
+        TrainConfig: run_train,
+        EncodersCommand: run_encoders,
+        PresetsCommand: run_presets,
+        DistillConfig: run_distill,
+        ExportConfig: export_command,
+        ServeCommand: run_serve,
+        RobotCommand: run_robot,
+        KeysCommand: run_keys,
+        DemoConfig: run_demo,
+    }
     try:
-        if isinstance(cmd, TrainConfig):
-            run_train(cmd)
-        elif isinstance(cmd, EncodersCommand):
-            run_encoders(cmd)
-        elif isinstance(cmd, PresetsCommand):
-            run_presets(cmd)
-        elif isinstance(cmd, DistillConfig):
-            run_distill(cmd)
-        elif isinstance(cmd, ExportConfig):
-            export_command(cmd)
-        elif isinstance(cmd, ServeCommand):
-            run_serve(cmd)
-        elif isinstance(cmd, RobotCommand):
-            run_robot(cmd)
-        elif isinstance(cmd, KeysCommand):
-            run_keys(cmd)
-        elif isinstance(cmd, DemoConfig):
-            run_demo(cmd)
+        runners[type(cmd)](cmd)
     except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
