@@ -17,7 +17,7 @@ import tyro
 
 from agent_runtime.demo import DemoConfig
 from agent_runtime.loop import Fallback
-from agent_runtime.server import ServerConfig
+from agent_runtime.server_config import ServerConfig
 from distill.config import DistillConfig
 from distill.export_config import ExportConfig, export_command
 from train.config import TrainConfig
@@ -68,6 +68,10 @@ class ServeCommand:
     """Swap in the model file when it changes (replace it by renaming a finished file onto it), keeping
     every robot connected; a file whose spec is not compatible is refused and the old policy kept."""
 
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads is {self.threads}; it must be at least 1")
+
 
 @dataclass(frozen=True)
 class RobotCommand:
@@ -97,6 +101,10 @@ class RobotCommand:
     """The server's CURVE public key file (NAME.key); turns on encryption."""
     curve_secret_key: Path | None = None
     """This robot's CURVE secret key file (NAME.key_secret)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes is {self.episodes}; it must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ def run_serve(cmd: ServeCommand) -> None:
     import threading
 
     from agent_runtime.onnx_policy import OnnxPolicy, watch_policy_file
-    from agent_runtime.server import PolicyServer, serve_until_signalled
+    from agent_runtime.policy_server import PolicyServer
+    from agent_runtime.server import serve_until_signalled
 
     server = PolicyServer(OnnxPolicy(cmd.model, cmd.threads), cmd.server)
     stop_watching = threading.Event()
@@ -222,12 +231,10 @@ def run_serve(cmd: ServeCommand) -> None:
 
 def run_robot(cmd: RobotCommand) -> None:
     """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
-    from agent_runtime.client import ClientConfig, PolicyClient
+    from agent_runtime.client import ClientConfig, ClientError, DeadlineExceeded, PolicyClient, ServerUnavailable
     from agent_runtime.loop import LoopConfig, run_loop
     from agent_runtime.sim_robot import SimRobot
 
-    if cmd.episodes < 1:
-        raise UsageError(f"--episodes is {cmd.episodes}; it must be at least 1")
     loop_config = LoopConfig(
         rate_hz=cmd.rate_hz, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
     )
@@ -240,11 +247,13 @@ def run_robot(cmd: RobotCommand) -> None:
     with SimRobot(cmd.preset, cmd.mode, cmd.seed) as robot, PolicyClient(client_config, robot.spec) as client:
         try:
             spec = client.connect()
-        except TimeoutError:
+        except (ServerUnavailable, DeadlineExceeded):  # no connection to send on, or no reply on the one there is
             raise UsageError(
                 f"no policy server answered at {cmd.connect} within {cmd.connect_timeout_s} s "
                 "(is `agent-runtime serve` running there, with matching CURVE keys?)"
             ) from None
+        except ClientError as exc:
+            raise UsageError(f"the policy server at {cmd.connect} did not accept the robot's hello: {exc}") from None
         spec_hz = 1.0 / spec.control_period_s
         if abs(spec_hz - cmd.rate_hz) > 1e-6 * spec_hz:
             log.warning(

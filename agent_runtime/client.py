@@ -7,12 +7,18 @@ dropped and counted, so a late action is never returned for a newer observation.
 
 Recovery is ZeroMQ's reconnection plus one rule: every reply names the served spec by hash, and a
 reply from a server whose spec is not the one checked at connect (a restart with another model) is
-refused; the next request re-runs the hello check first.
+refused; the next request re-runs the hello check first. If that check finds the specs differ, act
+raises :class:`~agent_runtime.spec.SpecMismatchError` at once for ``hello_retry_s`` before it asks
+again, rather than sending a hello on every control tick.
+
+Replies are untrusted too: anything wrong with one (including a value no check foresaw) is a
+:class:`ClientError`, never another exception in the robot's control loop.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections import Counter
@@ -26,7 +32,10 @@ import zmq
 
 from agent_runtime import protocol
 from agent_runtime.protocol import Message, ProtocolError
-from agent_runtime.spec import PolicySpec, SpecMismatchError
+from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
+from agent_runtime.stats import LogThrottle
+
+log = logging.getLogger(__name__)
 
 
 class ClientError(RuntimeError):
@@ -55,6 +64,7 @@ class ServerError(ClientError):
     """The server answered with an error reply (see ``agent_runtime.protocol.Code``)."""
 
     def __init__(self, code: str, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        code, message = protocol.clip(code, 64), protocol.clip(message)  # a hostile server's text, bounded
         super().__init__(f"server error {code}: {message}")
         self.code = code
         self.message = message
@@ -82,6 +92,9 @@ class ClientConfig:
     authorized keys directory."""
     max_reply_bytes: int = 1 << 20
     """Largest reply accepted (also the socket's per-frame cap)."""
+    hello_retry_s: float = 1.0
+    """After the served spec was found not to match, act() refuses at once for this long before it
+    checks again with another hello."""
 
     def __post_init__(self) -> None:
         if "://" not in self.endpoint:
@@ -92,6 +105,8 @@ class ClientConfig:
             raise ValueError("CURVE needs both server_public_key and curve_secret_key, or neither")
         if self.max_reply_bytes < protocol.MAX_HEADER_BYTES:
             raise ValueError(f"max_reply_bytes must be at least {protocol.MAX_HEADER_BYTES}")
+        if not self.hello_retry_s > 0:
+            raise ValueError(f"hello_retry_s is {self.hello_retry_s}; it must be positive")
 
 
 @dataclass
@@ -122,6 +137,9 @@ class PolicyClient:
         self.stats = ClientStats()
         self.server_spec: PolicySpec | None = None
         self._server_hash: str | None = None
+        self._mismatch: SpecMismatchError | None = None
+        self._mismatch_at_s = 0.0
+        self._decode_failures = LogThrottle(10.0)
         self._action_dim = robot_spec.action.dim
         self._ids = itertools.count(1)
         self._sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
@@ -178,13 +196,21 @@ class PolicyClient:
             differences = exc.fields.get("differences")
             if exc.code == protocol.Code.SPEC_MISMATCH and isinstance(differences, list):
                 context = f"{self.config.endpoint}: the robot's spec does not match the served policy's"
-                raise SpecMismatchError([str(d) for d in differences], context=context) from None
+                named = [protocol.clip(protocol.as_text(d), 256) for d in differences[:32]]
+                raise SpecMismatchError(named, context=context) from None
             raise
         text = reply.fields.get("spec")
         if not isinstance(text, str):
             raise ClientError(f"{self.config.endpoint}: the hello reply carries no spec")
-        spec = PolicySpec.from_json(text)
+        try:
+            spec = PolicySpec.from_json(text)
+        except SpecError:
+            raise
+        except Exception as exc:  # from_json raises only SpecError by design; a bug must not reach the loop
+            self.stats.malformed_replies += 1
+            raise self._count(ClientError(f"the hello reply's spec cannot be read ({type(exc).__name__})")) from None
         spec.check_compatible(self.robot_spec, ours="policy", theirs="robot")
+        self._mismatch = None
         self.server_spec = spec
         served_hash = reply.fields.get("spec_hash")
         self._server_hash = served_hash if isinstance(served_hash, str) else spec.interface_hash()
@@ -207,7 +233,7 @@ class PolicyClient:
         """
         self.robot_spec.check_observation(observation)
         if self._server_hash is None:
-            self.connect(deadline)
+            self._hello_again(deadline)
         remaining_ms = (deadline - time.monotonic()) * 1e3
         if remaining_ms <= 0:
             raise self._count(DeadlineExceeded("the deadline passed before the request was sent"))
@@ -216,7 +242,26 @@ class PolicyClient:
         if action is None or action.shape != (self._action_dim,) or action.dtype != np.float32:
             self.stats.malformed_replies += 1
             raise self._count(ClientError(f"the act reply has no float32 ({self._action_dim},) 'action'"))
+        if not np.isfinite(action).all():
+            self.stats.malformed_replies += 1
+            raise self._count(ClientError("the act reply's action contains NaN or Inf"))
         return action.copy()
+
+    def _hello_again(self, deadline: float) -> None:
+        """Connect before an act, but after a spec mismatch at most once per ``hello_retry_s``."""
+        if self._mismatch is not None:
+            age_s = time.monotonic() - self._mismatch_at_s
+            if age_s < self.config.hello_retry_s:
+                context = (
+                    f"{self.config.endpoint}: the robot's spec does not match the served policy's (found "
+                    f"{age_s:.2f} s ago; the next hello is in {self.config.hello_retry_s - age_s:.2f} s)"
+                )
+                raise SpecMismatchError(self._mismatch.differences, context=context)
+        try:
+            self.connect(deadline)
+        except SpecMismatchError as exc:
+            self._mismatch, self._mismatch_at_s = exc, time.monotonic()
+            raise
 
     def ping(self, deadline: float) -> Message:
         """A round trip with no payload; the reply carries the server's timing."""
@@ -262,6 +307,11 @@ class PolicyClient:
             except ProtocolError:
                 self.stats.malformed_replies += 1
                 continue
+            except Exception:  # decode raises only ProtocolError by design; a bug must not reach the loop
+                if (left_out := self._decode_failures()) is not None:
+                    log.exception("could not decode a reply, dropped it (%d such failures not logged)", left_out)
+                self.stats.malformed_replies += 1
+                continue
             if reply.request_id != request_id:
                 self.stats.stale_replies += 1
                 continue
@@ -278,16 +328,21 @@ class PolicyClient:
             return reply
 
     def _wait(self, event: int, deadline: float) -> bool:
-        """Poll for ``event`` until ``deadline``, to sub-millisecond precision (zmq polls in whole ms)."""
+        """Poll for ``event`` until ``deadline``, to sub-millisecond precision (zmq polls in whole ms).
+
+        False once the deadline has passed, even if the event is ready: what is ready then is too late.
+        """
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
             if remaining >= 1e-3:
                 if self._sock.poll(math.floor(remaining * 1e3), event):
                     return True
+            elif self._sock.poll(0, event):
+                return True
             else:
-                if remaining > 0:
-                    time.sleep(remaining)
-                return bool(self._sock.poll(0, event))
+                time.sleep(min(remaining, 1e-4))
 
     def _count(self, exc: ClientError) -> ClientError:
         self.stats.errors[exc.code] += 1

@@ -3,14 +3,18 @@
 Ticks sit on an absolute grid, ``start + k * period``, so timing errors never accumulate (no drift).
 At each tick the loop observes, asks the policy for an action due by ``tick + deadline``, and applies
 either that action or, if none came in time, the fallback (hold the last policy action, or zero),
-counting the miss. Every applied action is clipped to the spec's bounds. If the loop falls a whole
-period behind (a slow ``observe`` or ``apply``), it skips to the current tick of the grid and counts
-the skipped ticks as overruns, rather than running late ticks back to back.
+counting the miss. Anything but a finite action of the spec's shape, on time, is a miss: an error
+reply, a spec mismatch, NaN from a local policy, or any exception the action source raises. Every
+applied action is clipped to the spec's bounds. If the loop falls a whole period behind (a slow
+``observe`` or ``apply``), it skips to the current tick of the grid and counts the skipped ticks as
+overruns, rather than running late ticks back to back. Misses are logged at most once per 10 s per
+kind, so a server that is down or serves another spec does not flood the log at the control rate.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -21,10 +25,13 @@ import numpy as np
 
 from agent_runtime.client import ClientError
 from agent_runtime.robot import Robot
-from agent_runtime.spec import SpecError
-from agent_runtime.stats import LatencyWindow, format_counts
+from agent_runtime.spec import SpecError, SpecMismatchError
+from agent_runtime.stats import LatencyWindow, LogThrottle, format_counts
 
 log = logging.getLogger(__name__)
+
+_LOG_INTERVAL_S = 10.0
+"""Least time between two log lines about missed ticks of one kind (on the loop's clock)."""
 
 Fallback = Literal["hold", "zero"]
 
@@ -77,6 +84,13 @@ class LoopConfig:
     def deadline_s(self) -> float:
         """Seconds after a tick by which its action is due."""
         return self.deadline_ms / 1e3 if self.deadline_ms is not None else 0.8 * self.period_s
+
+    @property
+    def duration_ticks(self) -> int | None:
+        """Ticks of the grid that start within ``duration_s`` (run or skipped); ``None`` without a duration."""
+        if self.duration_s is None:
+            return None
+        return math.ceil(round(self.duration_s * self.rate_hz, 9))  # 0.5 s at 100 Hz: 50, despite float noise
 
 
 @dataclass
@@ -145,48 +159,119 @@ def run_loop(
         The loop's statistics.
     """
     spec = robot.spec
-    period, budget = config.period_s, config.deadline_s
-    zero = spec.action.clip(np.zeros(spec.action.dim, dtype=np.float32)).astype(np.float32)
+    period, budget, dim = config.period_s, config.deadline_s, spec.action.dim
+    zero = spec.action.clip(np.zeros(dim, dtype=np.float32)).astype(np.float32)
     last_policy_action = zero
     stats = LoopStats()
+    log_miss = _MissLog(config.fallback, clock)
+    limit = math.inf if config.duration_ticks is None else config.duration_ticks
     robot.reset()
     start = clock()
     tick_index = 0
-    while not (config.steps is not None and stats.steps >= config.steps) and not (stop is not None and stop()):
+    while (
+        tick_index < limit
+        and not (config.steps is not None and stats.steps >= config.steps)
+        and not (stop is not None and stop())
+    ):
         tick = start + tick_index * period
-        if config.duration_s is not None and tick - start >= config.duration_s:
-            break
         now = clock()
         if now < tick:
             sleep(tick - now)
             now = clock()
         if now - tick >= period:
-            skipped = int((now - tick) // period)
+            skipped = int(min((now - tick) // period, limit - tick_index))  # only ticks within the duration
             stats.overruns += skipped
             tick_index += skipped
+            if tick_index >= limit:
+                break
             tick = start + tick_index * period
         stats.jitter.add(max(0.0, now - tick))
         deadline = tick + budget
+        observation = robot.observe()
         try:
-            action = policy.act(robot.observe(), deadline)
+            raw_action = policy.act(observation, deadline)
             received = clock()
             if received > deadline:
                 raise ClientError(f"the action came {(received - deadline) * 1e3:.2f} ms after the deadline")
-            stats.latency.add(received - tick)
-            last_policy_action = spec.action.clip(np.asarray(action, dtype=np.float32)).astype(np.float32)
-            applied = last_policy_action
-            stats.hits += 1
-        except (ClientError, SpecError) as exc:
+            action = _checked_action(raw_action, dim)
+        except Exception as exc:  # no usable action this tick, whatever the reason: the robot gets its fallback
             applied = last_policy_action if config.fallback == "hold" else zero
             stats.misses += 1
-            stats.miss_reasons[getattr(exc, "code", type(exc).__name__)] += 1
-            if stats.misses == 1 or stats.misses % 1000 == 0:
-                log.warning(
-                    "missed deadline (%d so far), applying the %s fallback: %s", stats.misses, config.fallback, exc
-                )
+            stats.miss_reasons[_miss_reason(exc)] += 1
+            log_miss(exc, stats)
+        else:
+            stats.latency.add(received - tick)
+            last_policy_action = spec.action.clip(action).astype(np.float32)
+            applied = last_policy_action
+            stats.hits += 1
         robot.apply(applied)
         stats.steps += 1
         tick_index += 1
     # The last tick's period ends at the next tick of the grid: a perfect loop's rate is exactly rate_hz.
     stats.elapsed_s = max(clock(), start + tick_index * period) - start
     return stats
+
+
+class BadActionError(ValueError):
+    """The action source returned something that is not a finite float32 (A,) action."""
+
+    code = "bad_action"
+
+
+def _checked_action(action: Any, dim: int) -> np.ndarray:
+    """``action`` as float32 (dim,); raises :class:`BadActionError` if it has another shape or is not finite."""
+    try:
+        out = np.asarray(action, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadActionError(f"the action source returned a {type(action).__name__}, not numbers") from exc
+    if out.shape != (dim,):
+        raise BadActionError(f"the action source returned shape {out.shape}; the spec's action has shape ({dim},)")
+    if not np.isfinite(out).all():
+        raise BadActionError("the action source returned an action with NaN or Inf")
+    return out
+
+
+def _miss_reason(exc: Exception) -> str:
+    if isinstance(exc, (ClientError, BadActionError)):
+        return exc.code
+    if isinstance(exc, SpecMismatchError):
+        return "spec_mismatch"
+    return type(exc).__name__
+
+
+class _MissLog:
+    """Logs why ticks apply the fallback: each kind of reason at most once per ``_LOG_INTERVAL_S``."""
+
+    def __init__(self, fallback: Fallback, clock: Callable[[], float]) -> None:
+        self._fallback = fallback
+        self._mismatch = LogThrottle(_LOG_INTERVAL_S, clock)
+        self._unexpected = LogThrottle(_LOG_INTERVAL_S, clock)
+        self._miss = LogThrottle(_LOG_INTERVAL_S, clock)
+
+    def __call__(self, exc: Exception, stats: LoopStats) -> None:
+        if isinstance(exc, SpecMismatchError):
+            # Persistent until the server serves a matching policy: say which fields differ, up front.
+            if self._mismatch() is None:
+                return
+            count = stats.miss_reasons["spec_mismatch"]
+            state = (
+                "does not match the robot's" if count == 1 else f"still does not match the robot's after {count} ticks"
+            )
+            log.error(
+                "the served policy's spec %s; applying the %s fallback until it does. Differences:\n  %s",
+                state,
+                self._fallback,
+                "\n  ".join(exc.differences),
+            )
+        elif isinstance(exc, (ClientError, SpecError)):
+            if self._miss() is not None:
+                log.warning("missed tick (%d so far), applying the %s fallback: %s", stats.misses, self._fallback, exc)
+        elif self._unexpected() is not None:
+            log.error(
+                "the action source raised %s (%d misses so far), applying the %s fallback: %s",
+                type(exc).__name__,
+                stats.misses,
+                self._fallback,
+                exc,
+                exc_info=exc,
+            )

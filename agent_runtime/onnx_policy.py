@@ -136,8 +136,10 @@ def watch_policy_file(
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
+    served = signature()  # taken before the thread starts, so a change made right after this call is seen
+
     def watch() -> None:
-        served = signature()
+        nonlocal served
         while not stop.wait(interval_s):
             seen = signature()
             if seen is None or seen == served or stop.wait(interval_s) or signature() != seen:
@@ -148,6 +150,8 @@ def watch_policy_file(
                 on_change(policy)
             except (ValueError, OSError) as exc:  # SpecError and PolicyFileError are ValueErrors
                 log.error("%s changed but was not swapped in; still serving the previous policy: %s", path, exc)
+            except Exception:  # anything else, too: a watcher that died would never swap again, silently
+                log.exception("%s changed but was not swapped in; still serving the previous policy", path)
             else:
                 log.info("%s changed; swapped in the new policy", path)
 

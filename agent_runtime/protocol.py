@@ -6,12 +6,15 @@ C order) and are read back with ``np.frombuffer`` on the received frame: no copy
 
 Everything decoded here is untrusted network input. :func:`decode` raises only
 :class:`ProtocolError`, whose ``code`` is one of :data:`ERROR_CODES` and goes back to the sender in an
-error reply.
+error reply. Error messages quote untrusted values only through :func:`excerpt`: ``repr`` of a list
+nested a thousand deep (a few bytes per level on the wire) overflows the stack, and a 60 KB string
+echoed back would not fit in the reply's header.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,8 @@ MAX_ARRAYS = 16
 """Most arrays one message may carry."""
 MAX_NDIM = 8
 """Most dimensions one array may have."""
+MAX_ERROR_MESSAGE_CHARS = 2048
+"""Longest error message sent; longer ones are cut (4 bytes a character at most: well under the header cap)."""
 
 HELLO, ACT, PING, STATS, ERROR = "hello", "act", "ping", "stats", "error"
 REQUEST_TYPES: tuple[str, ...] = (HELLO, ACT, PING, STATS)
@@ -87,6 +92,36 @@ class Code:
 
 ERROR_CODES: tuple[str, ...] = tuple(v for k, v in vars(Code).items() if k.isupper())
 
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel = 3
+_EXCERPT.maxstring = 40
+_EXCERPT.maxother = 40
+_EXCERPT.maxlong = 40
+for _limit in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
+    setattr(_EXCERPT, _limit, 4)
+
+
+_MAX_EXCERPT_CHARS = 120
+
+
+def excerpt(value: Any) -> str:
+    """A short ``repr`` of an untrusted value (at most 120 characters), safe for any nesting depth or size."""
+    try:
+        text = _EXCERPT.repr(value)
+    except Exception:  # an exotic object whose repr fails; its type still tells the sender something
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= _MAX_EXCERPT_CHARS else text[: _MAX_EXCERPT_CHARS - 3] + "..."
+
+
+def clip(text: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with a note of its full length if it is longer."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters in all)"
+
+
+def as_text(value: Any) -> str:
+    """``value`` if it is a string, else its :func:`excerpt`; for reading text fields of untrusted messages."""
+    return value if isinstance(value, str) else excerpt(value)
+
 
 class ProtocolError(ValueError):
     """A message that breaks the protocol, with the error code and what the header echoes back.
@@ -129,7 +164,7 @@ class Message:
         """``(code, message)`` of an error reply; ``None`` for any other message."""
         if self.type != ERROR:
             return None
-        return str(self.fields.get("code", "")), str(self.fields.get("message", ""))
+        return as_text(self.fields.get("code", "")), as_text(self.fields.get("message", ""))
 
 
 def error_reply(exc: ProtocolError) -> Message:
@@ -138,8 +173,8 @@ def error_reply(exc: ProtocolError) -> Message:
 
 
 def make_error(code: str, message: str, request_id: int | None, client_time_s: float, **fields: Any) -> Message:
-    """An error reply with ``code`` and a message that tells the sender what to fix."""
-    return Message(ERROR, request_id, client_time_s, fields={"code": code, "message": message, **fields})
+    """An error reply with ``code`` and a message that tells the sender what to fix (cut by :func:`clip`)."""
+    return Message(ERROR, request_id, client_time_s, fields={"code": code, "message": clip(message), **fields})
 
 
 def encode(message: Message) -> list[bytes | memoryview]:
@@ -190,10 +225,10 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     """
     if not frames:
         raise ProtocolError(Code.MALFORMED, "empty message: expected a header frame")
-    views = [memoryview(f) for f in frames]
-    if views[0].nbytes > MAX_HEADER_BYTES:
-        raise ProtocolError(Code.TOO_LARGE, f"header is {views[0].nbytes} bytes; the cap is {MAX_HEADER_BYTES}")
-    header = _unpack(views[0])
+    head = memoryview(frames[0])
+    if head.nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(Code.TOO_LARGE, f"header is {head.nbytes} bytes; the cap is {MAX_HEADER_BYTES}")
+    header = _unpack(head)
     request_id = header.get("id")
     echo_id = request_id if type(request_id) is int and 0 <= request_id < _MAX_ID else None
     t = header.get("t")
@@ -202,6 +237,9 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     def fail(code: str, text: str) -> ProtocolError:
         return ProtocolError(code, text, echo_id, echo_t)
 
+    if len(frames) > MAX_ARRAYS + 1:  # checked before a view of each frame is made
+        raise fail(Code.TOO_LARGE, f"message has {len(frames) - 1} array frames; at most {MAX_ARRAYS} are allowed")
+    views = [head, *(memoryview(f) for f in frames[1:])]
     total = sum(v.nbytes for v in views)
     if total > max_message_bytes:
         raise fail(Code.TOO_LARGE, f"message is {total} bytes; the cap is {max_message_bytes}")
@@ -217,11 +255,11 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     if not isinstance(kind, str):
         raise fail(Code.MALFORMED, "header has no string message 'type'")
     if kind not in types:
-        raise fail(Code.UNKNOWN_TYPE, f"unknown message type {kind!r}; expected one of {', '.join(types)}")
+        raise fail(Code.UNKNOWN_TYPE, f"unknown message type {excerpt(kind)}; expected one of {', '.join(types)}")
     if echo_id is None and not (kind == ERROR and request_id is None):
-        raise fail(Code.MALFORMED, f"header 'id' must be an integer in [0, 2**64), got {request_id!r}")
+        raise fail(Code.MALFORMED, f"header 'id' must be an integer in [0, 2**64), got {excerpt(request_id)}")
     if "t" not in header or isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise fail(Code.MALFORMED, f"header 't' (client timestamp, seconds) must be a number, got {t!r}")
+        raise fail(Code.MALFORMED, f"header 't' (client timestamp, seconds) must be a number, got {excerpt(t)}")
     described = _describe_arrays(header.get("arrays", []), fail)
     if len(described) != len(views) - 1:
         raise fail(
@@ -231,6 +269,11 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     arrays: dict[str, np.ndarray] = {}
     for (name, dtype, shape), view in zip(described, views[1:], strict=True):
         expected = math.prod(shape) * dtype.itemsize
+        if expected > max_message_bytes:
+            raise fail(
+                Code.TOO_LARGE,
+                f"array {name!r} ({dtype.name} {tuple(shape)}) needs {expected} bytes; the cap is {max_message_bytes}",
+            )
         if view.nbytes != expected:
             raise fail(
                 Code.MALFORMED,
@@ -268,7 +311,9 @@ def _describe_arrays(value: Any, fail: Any) -> list[tuple[str, np.dtype[Any], li
             raise fail(Code.MALFORMED, f"array {name!r} is described twice")
         seen.add(name)
         if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise fail(Code.BAD_DTYPE, f"array {name!r} has dtype {dtype!r}; the protocol carries {', '.join(DTYPES)}")
+            raise fail(
+                Code.BAD_DTYPE, f"array {name!r} has dtype {excerpt(dtype)}; the protocol carries {', '.join(DTYPES)}"
+            )
         if (
             not isinstance(shape, list)
             or len(shape) > MAX_NDIM
@@ -293,7 +338,7 @@ def act_deadline_s(request: Message) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ProtocolError(
             Code.MALFORMED,
-            f"'deadline_ms' must be a positive number of milliseconds, got {value!r}",
+            f"'deadline_ms' must be a positive number of milliseconds, got {excerpt(value)}",
             request.request_id,
             request.client_time_s,
         )

@@ -301,7 +301,7 @@ class PolicySpec:
         """Parse JSON text made by :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, or an int over Python's digit limit
             raise SpecError(f"policy spec is not valid JSON: {exc}") from exc
         except RecursionError as exc:
             raise SpecError("policy spec JSON is nested too deeply") from exc

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,34 @@ class LatencyWindow:
             "max_ms": self.max_s * 1e3 if self.count else float("nan"),
             "count": float(self.count),
         }
+
+
+class LogThrottle:
+    """Rate limit for a log line that could repeat on every message or tick: one per ``interval_s``.
+
+    Call it where the line would be logged: it returns ``None`` when the line should be left out,
+    otherwise how many were left out since the last one that was logged (to say so in the line).
+
+    Args:
+        interval_s: least time between two logged lines.
+        clock: seconds, monotonic (injectable, e.g. the control loop's clock).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next_s = -math.inf
+        self._left_out = 0
+
+    def __call__(self) -> int | None:
+        """``None``: skip this line; else log it, mentioning the returned count of lines skipped before it."""
+        now = self._clock()
+        if now < self._next_s:
+            self._left_out += 1
+            return None
+        self._next_s = now + self.interval_s
+        left_out, self._left_out = self._left_out, 0
+        return left_out
 
 
 def format_counts(counts: Counter[str] | dict[str, int]) -> str:

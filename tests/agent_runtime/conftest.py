@@ -18,8 +18,10 @@ import pytest
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.policy_server import PolicyServer
 from agent_runtime.protocol import Message
-from agent_runtime.server import PolicyServer, ServerConfig, serve_in_thread
+from agent_runtime.server import serve_in_thread
+from agent_runtime.server_config import ServerConfig
 from agent_runtime.spec import ActionSpec, ObservationSpec, PolicySpec, Provenance, Quantity
 
 WAIT_S = 5.0  # the longest any test waits for something that should happen
@@ -150,6 +152,70 @@ def header(**fields: Any) -> bytes:
 _DROP = object()
 DROP: Any = _DROP
 """Pass as a field value to :func:`header` to leave that field out."""
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` deep (``[[[...]]]``): small on the wire, but ``repr`` of it overflows the stack."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+class ScriptedServer:
+    """A bare ROUTER in a thread that answers each request with ``answer(request)``: frames, or ``None``.
+
+    For client tests that need a server that misbehaves in ways the real one never does.
+    """
+
+    def __init__(self, context: zmq.Context[Any], answer: Any) -> None:
+        self.answer = answer
+        self.requests: list[Message] = []
+        self.errors: list[BaseException] = []
+        self._decode = protocol.decode  # taken now: a test may patch the module's afterwards
+        self._context = context
+        self._stop = threading.Event()
+        self._bound = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.endpoint = ""
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        assert self._bound.wait(WAIT_S), "the scripted server did not bind"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        if self.errors:
+            raise self.errors[0]
+
+    def _serve(self) -> None:
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._bound.set()
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(20, zmq.POLLIN):
+                    continue
+                identity, *frames = sock.recv_multipart()
+                request = self._decode(frames, 1 << 24, protocol.REQUEST_TYPES)
+                self.requests.append(request)
+                reply = self.answer(request)
+                if reply is not None:
+                    sock.send_multipart([identity, *reply])
+        except BaseException as exc:  # re-raised in the test's thread by __exit__
+            self.errors.append(exc)
+        finally:
+            sock.close(linger=0)
+
+
+def hello_reply(request: Message, served: PolicySpec, **fields: Any) -> list[Any]:
+    """The frames of a valid hello reply serving ``served`` (``fields`` override or add header fields)."""
+    body = {"spec": served.to_json(), "spec_hash": served.interface_hash(), **fields}
+    return list(protocol.encode(Message("hello", request.request_id, request.client_time_s, fields=body)))
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ RUNTIME_MODULES = (
     "agent_runtime.cli",
     "agent_runtime.protocol",
     "agent_runtime.server",
+    "agent_runtime.server_config",
+    "agent_runtime.policy_server",
     "agent_runtime.client",
     "agent_runtime.loop",
     "agent_runtime.robot",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -15,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from agent_runtime import protocol
 from agent_runtime.protocol import Code, Message, ProtocolError
-from tests.agent_runtime.conftest import DROP, header, pixel_spec, state_spec
+from tests.agent_runtime.conftest import DROP, header, nested, pixel_spec, state_spec
 
 CAP = 1 << 20
 _INPROC_IDS = itertools.count()
@@ -167,6 +169,16 @@ MALFORMED: list[Any] = [
     ("too many arrays", frames_for([{**F32x3, "name": f"a{i}"} for i in range(17)], [b"\0" * 12] * 17), Code.TOO_LARGE),
     ("header too large", [header(pad="x" * protocol.MAX_HEADER_BYTES)], Code.TOO_LARGE),
     ("message too large", frames_for([{**F32x3, "shape": [CAP]}], [b"\0" * 4 * CAP]), Code.TOO_LARGE),
+    # A shape that claims more bytes than the cap, sent with a small frame.
+    ("huge shape", frames_for([{**F32x3, "shape": [2**39] * 8}], [b"\0" * 12]), Code.TOO_LARGE),
+    # Far more frames than arrays a message may carry: refused before any frame is looked at.
+    ("many frames", [header(), *[b""] * 100_000], Code.TOO_LARGE),
+    # Nested values are a few bytes per level on the wire, but repr() of one overflows the stack.
+    ("id nested 1000 deep", [header(id=nested(1000))], Code.MALFORMED),
+    ("timestamp nested 1000 deep", [header(t=nested(1000))], Code.MALFORMED),
+    ("type nested 1000 deep", [header(type=nested(1000))], Code.MALFORMED),
+    ("dtype nested 1000 deep", frames_for([{**F32x3, "dtype": nested(1000)}], [b"\0" * 12]), Code.BAD_DTYPE),
+    ("shape nested 1000 deep", frames_for([{**F32x3, "shape": nested(1000)}], [b"\0" * 12]), Code.MALFORMED),
 ]
 
 
@@ -188,6 +200,37 @@ def test_errors_echo_the_id_and_timestamp_when_they_can_be_read():
     with pytest.raises(ProtocolError) as info:
         protocol.decode([header(id="x", t="y")], CAP)
     assert (info.value.request_id, info.value.client_time_s) == (None, 0.0)
+
+
+def test_error_messages_quote_untrusted_values_only_in_short_excerpts():
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode([header(type="x" * 60_000)], CAP, protocol.REQUEST_TYPES)
+    assert info.value.code == Code.UNKNOWN_TYPE and "'xxx" in info.value.message
+    assert len(info.value.message) < 200
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode([header(id=nested(1000))], CAP)
+    assert info.value.message.startswith("header 'id' must be an integer in [0, 2**64), got [[[")
+    assert len(info.value.message) < 200
+
+
+def test_a_nested_deadline_is_malformed():
+    with pytest.raises(ProtocolError) as info:
+        protocol.act_deadline_s(Message("act", 3, 0.0, fields={"deadline_ms": nested(1000)}))
+    assert info.value.code == Code.MALFORMED and info.value.request_id == 3
+
+
+def test_an_error_reply_never_outgrows_the_header_cap():
+    reply = protocol.make_error(Code.MALFORMED, "y" * protocol.MAX_HEADER_BYTES, 1, 0.0)
+    header_frame = protocol.encode(reply)[0]
+    assert len(header_frame) < protocol.MAX_HEADER_BYTES
+    assert protocol.decode([header_frame], CAP).error == (Code.MALFORMED, reply.fields["message"])
+    assert reply.fields["message"].endswith("... (65536 characters in all)")
+
+
+def test_a_hostile_error_reply_reads_as_short_text():
+    reply = Message("error", 1, 0.0, fields={"code": nested(1000), "message": nested(1000)})
+    code, message = reply.error  # type: ignore[misc]
+    assert code.startswith("[[[") and len(code) < 100 and message.startswith("[[[")
 
 
 def test_frame_size_error_names_the_array_and_both_sizes():
@@ -283,6 +326,15 @@ def test_unexpected_array():
     assert err.code == Code.UNEXPECTED_ARRAY and "'depth'" in err.message and "pixels, proprio" in err.message
 
 
+def test_a_request_with_two_faults_gets_the_code_the_protocol_document_lists_first():
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    found = re.search(r"checks an act request in this order.*?:\s*`(\w+)`, then `(\w+)`", doc, re.DOTALL)
+    assert found, "docs/protocol.md no longer states the order of the act checks"
+    assert set(found.groups()) == {Code.MISSING_ARRAY, Code.UNEXPECTED_ARRAY}
+    arrays = {"pixels": np.zeros((8, 8, 6), np.uint8), "depth": np.zeros(3, np.float32)}  # no proprio
+    assert observation_error(pixel_spec(), arrays).code == found.group(1) == Code.UNEXPECTED_ARRAY
+
+
 def test_wrong_dtype():
     err = observation_error(pixel_spec(), {**valid_pixels(), "pixels": np.zeros((8, 8, 6), np.float32)})
     assert err.code == Code.BAD_DTYPE
@@ -303,3 +355,10 @@ def test_non_finite(value):
     obs[2] = value
     err = observation_error(state_spec(), {"state": obs})
     assert err.code == Code.NON_FINITE and err.message.endswith("(first at index (2,))")
+
+
+@settings(max_examples=200, deadline=None)
+@given(header_values)
+def test_an_excerpt_of_any_header_value_is_short(value):
+    assert len(protocol.excerpt(value)) <= 120
+    assert len(protocol.excerpt([value] * 50)) <= 120

@@ -20,15 +20,15 @@ import pytest
 import zmq
 
 from agent_runtime import protocol
-from agent_runtime.onnx_policy import OnnxPolicy, PolicyFileError, watch_policy_file
 from agent_runtime.protocol import Code, Message
-from agent_runtime.server import ServerConfig, default_max_message_bytes
+from agent_runtime.server_config import ServerConfig, default_max_message_bytes
 from agent_runtime.spec import SpecMismatchError
 from tests.agent_runtime.conftest import (
     WAIT_S,
     FakePolicy,
     build_onnx_policy,
     header,
+    nested,
     pixel_spec,
     reference_action,
     running_server,
@@ -127,7 +127,7 @@ def test_a_statistics_line_is_logged_periodically(peer_factory):
         r"requests 1 \(act=1\); errors 1 \(malformed=1\); act latency p50 [\d.]+ ms, "
         r"p99 [\d.]+ ms, max [\d.]+ ms; batches 1, mean size 1.00, max 1"
     )
-    server_log = logging.getLogger("agent_runtime.server")
+    server_log = logging.getLogger("agent_runtime.policy_server")
     server_log.addHandler(waiter)
     level = server_log.level
     server_log.setLevel(logging.INFO)
@@ -182,6 +182,31 @@ BAD_REQUESTS: list[Any] = [
     ),
     ("bad deadline", act_frames(state_obs(0.0), deadline_ms=-5), Code.MALFORMED, 11),
     ("hello with a broken spec", [header(type="hello", id=11, spec="{")], Code.MALFORMED, 11),
+    # json.loads raises a plain ValueError for an int over Python's 4300-digit limit.
+    ("hello with a spec over the int digit limit", [header(type="hello", id=11, spec="1" * 5000)], Code.MALFORMED, 11),
+    (
+        "missing and unexpected array",  # docs/protocol.md: unexpected_array is checked first
+        act_frames({"extra": np.zeros(1, np.float32)}),
+        Code.UNEXPECTED_ARRAY,
+        11,
+    ),
+    # Values nested 1000 deep: a few bytes per level, but repr() of one overflows the stack.
+    ("id nested 1000 deep", [header(id=nested(1000))], Code.MALFORMED, None),
+    ("timestamp nested 1000 deep", [header(id=11, t=nested(1000))], Code.MALFORMED, 11),
+    ("deadline nested 1000 deep", act_frames(state_obs(0.0), deadline_ms=nested(1000)), Code.MALFORMED, 11),
+    (
+        "dtype nested 1000 deep",
+        [header(type="act", id=11, arrays=[{"name": "state", "dtype": nested(1000), "shape": [3]}]), b"\0" * 12],
+        Code.BAD_DTYPE,
+        11,
+    ),
+    ("many frames", [header(id=11), *[b""] * 10_000], Code.TOO_LARGE, 11),
+    (
+        "huge shape",
+        [header(type="act", id=11, arrays=[{"name": "state", "dtype": "float32", "shape": [2**39] * 8}]), b"\0" * 12],
+        Code.TOO_LARGE,
+        11,
+    ),
 ]
 
 
@@ -195,10 +220,60 @@ def test_malformed_input_gets_its_error_and_the_server_stays_up(peer_factory, fr
         assert reply.error is not None, reply
         assert reply.error[0] == code, reply.error
         assert reply.request_id == echo_id
-        assert reply.error[1]  # a message that says what is wrong
+        assert 0 < len(reply.error[1]) < 500  # a short message that says what is wrong
         assert_serves(other)
         assert_serves(bad)
         assert backend.batches == [1, 1]  # the bad request never reached the policy
+
+
+def test_echoed_untrusted_text_never_makes_a_reply_header_too_large(peer_factory):
+    """A 60 KB message type, and a hello spec whose every difference quotes 60 KB: both replies fit the cap."""
+    robot = state_spec()
+    quantities = tuple(protocol_quantity(f"{i}" + "q" * 21_600) for i in range(3))
+    robot = dataclasses.replace(
+        robot, observations=(dataclasses.replace(robot.observations[0], quantities=quantities),)
+    )
+    hello = header(type="hello", id=12, spec=robot.to_json())
+    assert len(hello) < protocol.MAX_HEADER_BYTES
+    with running_server(FakePolicy(state_spec())) as server:
+        peer = peer_factory(server.endpoint)
+        for frames, code in [([header(type="x" * 60_000, id=11)], Code.UNKNOWN_TYPE), ([hello], Code.SPEC_MISMATCH)]:
+            peer.send(frames)
+            raw = peer.receive_raw(WAIT_S)
+            assert raw is not None, "no reply"
+            assert len(raw[0]) <= protocol.MAX_HEADER_BYTES
+            reply = protocol.decode(raw, 1 << 20)
+            assert reply.error is not None and reply.error[0] == code
+        assert_serves(peer)
+
+
+def protocol_quantity(name: str) -> Any:
+    from agent_runtime.spec import Quantity
+
+    return Quantity(name, "m")
+
+
+def test_an_unexpected_failure_while_handling_a_message_gets_malformed_and_the_server_stays_up(
+    peer_factory, monkeypatch, caplog
+):
+    """The last line of defence: a bug in a check must not end the serving thread."""
+    checks = protocol.check_observation
+
+    def broken_once(spec, arrays, request):
+        if request.request_id == 1:
+            raise RecursionError("a check that blew up")
+        checks(spec, arrays, request)
+
+    monkeypatch.setattr(protocol, "check_observation", broken_once)
+    with running_server(FakePolicy(state_spec())) as server:
+        peer = peer_factory(server.endpoint)
+        reply = peer.request(act(0.5, request_id=1))
+        assert reply.error is not None and reply.error[0] == Code.MALFORMED and reply.request_id == 1
+        assert "RecursionError" in reply.error[1]
+        assert_serves(peer)
+        stats = peer.request(Message("stats", 2, 0.0)).fields["stats"]
+    assert stats["errors"] == {"malformed": 1}
+    assert "could not handle a message" in caplog.text
 
 
 def test_a_frame_over_the_socket_cap_disconnects_only_its_sender(peer_factory):
@@ -207,12 +282,20 @@ def test_a_frame_over_the_socket_cap_disconnects_only_its_sender(peer_factory):
         assert_serves(bad)
         bad.send([header(id=1), b"\0" * 100_000])
         assert_serves(other)
-        # libzmq drops the connection without delivering the frame, so no reply ever comes for it;
-        # the sender's socket reconnects by itself and is served again.
-        assert_serves(bad, request_id=100)
-        assert bad.receive_raw(0.05) is None
+        # libzmq drops the connection without delivering the frame, so no reply ever comes for it; the
+        # sender's socket reconnects by itself and is served again. A request sent before the drop is
+        # lost with the connection, so the sender asks until it is answered.
+        replies: list[Message] = []
+        give_up = time.monotonic() + WAIT_S
+        while not any(r.type == "act" for r in replies) and time.monotonic() < give_up:
+            bad.send(list(protocol.encode(act(0.25, request_id=100 + len(replies)))))
+            frames = bad.receive_raw(0.2)
+            replies += [protocol.decode(frames, 1 << 20)] if frames is not None else []
+        assert replies and replies[-1].type == "act", f"not served again within {WAIT_S} s"
+        np.testing.assert_array_equal(replies[-1].arrays["action"], [0.25, 0.25])
         stats = other.request(Message("stats", 1, 0.0)).fields["stats"]
-        assert stats["requests"] == {"act": 3, "stats": 1}
+    assert stats["errors"] == {}  # the server never saw the oversized frame
+    assert all(r.type == "act" for r in replies)
 
 
 def test_a_failing_policy_gets_policy_error_and_the_server_stays_up(peer_factory):
@@ -351,76 +434,6 @@ def test_a_second_server_on_a_taken_endpoint_fails_at_start(peer_factory):
         running_server(FakePolicy(state_spec()), endpoint=server.endpoint),
     ):
         pass
-
-
-# -- the ONNX backend ---------------------------------------------------------------------------------
-
-
-def test_onnx_policy_reads_its_spec_and_matches_the_reference(tmp_path):
-    spec = pixel_spec()
-    policy = OnnxPolicy(build_onnx_policy(spec, tmp_path / "p.onnx", gain=0.02))
-    assert policy.spec == spec
-    rng = np.random.default_rng(0)
-    batch: dict[str, np.ndarray] = {
-        "pixels": rng.integers(0, 256, (5, 8, 8, 6), dtype=np.uint8),
-        "proprio": rng.normal(size=(5, 2)).astype(np.float32),
-    }
-    actions = policy.infer(batch)
-    assert actions.shape == (5, 1) and actions.dtype == np.float32
-    for i in range(5):
-        expected = reference_action(spec, {k: v[i] for k, v in batch.items()}, gain=0.02)
-        np.testing.assert_allclose(actions[i], expected, rtol=1e-5)
-
-
-def test_onnx_policy_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no policy file at"):
-        OnnxPolicy(tmp_path / "missing.onnx")
-    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
-    with pytest.raises(PolicyFileError, match="onnxruntime cannot load it"):
-        OnnxPolicy(tmp_path / "junk.onnx")
-    wrong = dataclasses.replace(
-        state_spec(), observations=(dataclasses.replace(state_spec().observations[0], name="obs"),)
-    )
-    path = build_onnx_policy(state_spec(), tmp_path / "renamed.onnx", metadata=wrong.to_json())
-    with pytest.raises(
-        PolicyFileError,
-        match=re.escape("the graph's inputs are ['state'], but its spec names the observations ['obs']"),
-    ):
-        OnnxPolicy(path)
-    path = build_onnx_policy(state_spec(), tmp_path / "nospec.onnx", metadata="")
-    with pytest.raises(ValueError, match="spec"):
-        OnnxPolicy(path)
-
-
-def test_a_changed_model_file_is_swapped_in_only_if_compatible(tmp_path, peer_factory, caplog):
-    caplog.set_level(logging.INFO, logger="agent_runtime")
-    spec = state_spec()
-    model = build_onnx_policy(spec, tmp_path / "policy.onnx", gain=1.0)
-    obs = state_obs(0.5)
-    stop = threading.Event()
-    with running_server(OnnxPolicy(model)) as server:
-        watch_policy_file(model, server.swap, stop, interval_s=0.02)
-        peer = peer_factory(server.endpoint)
-        np.testing.assert_allclose(
-            peer.request(Message("act", 1, 0.0, obs)).arrays["action"], reference_action(spec, obs)
-        )
-        # An incompatible file replaces it (atomically, by rename): refused, the old policy serves on.
-        os.replace(build_onnx_policy(state_spec(high=2.0), tmp_path / "wide.onnx"), model)
-        give_up = time.monotonic() + WAIT_S
-        while "was not swapped in" not in caplog.text and time.monotonic() < give_up:
-            assert_serves_reference(peer, spec, obs, gain=1.0)
-        assert "action.high: the served policy has [1.0, 1.0], the new policy has [2.0, 2.0]" in caplog.text
-        # A compatible one (other weights): swapped in, with no reconnection.
-        os.replace(build_onnx_policy(spec, tmp_path / "v2.onnx", gain=-1.0), model)
-        while "swapped in the new policy" not in caplog.text and time.monotonic() < give_up:
-            peer.request(Message("act", 2, 0.0, obs))
-        assert_serves_reference(peer, spec, obs, gain=-1.0)
-    stop.set()
-
-
-def assert_serves_reference(peer, spec, obs, gain: float) -> None:
-    reply = peer.request(Message("act", 3, 0.0, obs))
-    np.testing.assert_allclose(reply.arrays["action"], reference_action(spec, obs, gain=gain), rtol=1e-6)
 
 
 # -- the serve command: runs an ONNX file, stops cleanly on SIGINT and SIGTERM --------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import numpy as np
 import pytest
 
-from agent_runtime.cli import main
+from agent_runtime.cli import RobotCommand, main
 from agent_runtime.onnx_policy import OnnxPolicy
 from agent_runtime.sim_robot import SimRobot
 from tests.agent_runtime.conftest import build_onnx_policy, running_server
@@ -49,7 +50,7 @@ def test_robot_command_drives_the_sim_with_a_served_policy(tmp_path, capsys):
     with running_server(OnnxPolicy(model)) as server:
         argv = ["robot", "--preset", PRESET, "--connect", str(server.endpoint), "--rate-hz", str(hz), "--episodes", "2"]
         assert main(argv) == 0
-        served = server.stats.snapshot()
+    served = server.stats.snapshot()  # read once the serving thread has stopped: it updates the counters
     out = capsys.readouterr().out
     returns = re.search(r"episode returns: ([\d.]+), ([\d.]+)", out)
     assert returns, out
@@ -65,3 +66,19 @@ def test_robot_command_refuses_a_policy_for_another_task(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "the robot's spec does not match the served policy's" in err
     assert "observations.state.shape: the policy has (10,), the robot has (4,)" in err
+
+
+def test_robot_command_says_when_no_server_answers(capsys):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["robot", "--connect", f"tcp://127.0.0.1:{port}", "--connect-timeout-s", "0.5", "--mode", "state"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no policy server answered at tcp://127.0.0.1:{port} within 0.5 s")
+    assert "is `agent-runtime serve` running there" in err
+
+
+def test_robot_command_refuses_zero_episodes(capsys):
+    with pytest.raises(ValueError, match="episodes is 0; it must be at least 1"):
+        RobotCommand(episodes=0)

@@ -1039,6 +1039,9 @@ def test_int_valued_float_fields_hash_like_floats(build):
             pixel_spec().to_json().replace('"control_period_s": 0.04', '"control_period_s": 1' + "0" * 400),
             id="huge-int",
         ),
+        # More digits than Python's int conversion limit (4300): json.loads raises a plain ValueError.
+        pytest.param("1" * 5000, id="int-over-the-digit-limit"),
+        pytest.param('{"control_period_s": ' + "1" * 5000 + "}", id="field-over-the-digit-limit"),
     ],
 )
 def test_from_json_raises_only_spec_error_on_hostile_input(text):
