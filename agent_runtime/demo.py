@@ -49,19 +49,18 @@ ROBOT_SEED_BASE = 2_000_000
 """The robot's first episode seed: apart from training's (seed + step) and evaluation's (1,000,000 + ...)."""
 STAGE_TITLES = {"train": "1/4 train", "distill": "2/4 distill", "robot": "3/4 serve + robot"}
 
-# Why these defaults finish in about 20 minutes on a 2-core CPU (measured alone, inverted_pendulum):
-# - train, 8,000 steps: 1,000 random steps (~20 s with encoder start-up and ONNX export), then 7,000
-#   learning steps at ~14 steps/s (one update of batch 256 per step) = 500 s; an evaluation halfway and
-#   a final one with the video, 5 episodes of up to 1,000 steps at ~4 ms = 20 s each: ~9.5 min. This
-#   pixel teacher reached a return of 1000 by 5,000 steps on seed 0 (BENCHMARKS.md); 8,000 is margin.
-# - distill: 5 iterations x (2,000 steps at ~3 ms (render, student, ONNX teacher label) = 6 s, plus
-#   1,000 conv-student updates at 58 ms = 58 s) = 320 s; random, teacher and student evaluated on 5
-#   episodes (~25 s); two exports with parity and latency (~20 s): ~6 min. BENCHMARKS.md's DAgger run
-#   (6 x 2,000 x 1,000) had its student drive 94-97% of the steps at return 1000 after 4,000-5,000
-#   updates, and at 293 after 3,000, so the update budget is the one not to cut. Behaviour cloning
-#   beside it (--baseline) would add another 320 s.
-# - serve + robot: 2 episodes x 1,000 steps at 25 Hz = 80 s.
-# Together about 17 min with the start-ups; --scale 0.5 about halves the two training stages.
+# Why these defaults finish in about 15 minutes on a 2-core CPU. The full default run on CPU-2, alone
+# (BENCHMARKS.md, 2026-11-23), with 5 DAgger iterations: train 344 s, distill 260 s, robot 49 s.
+# - train, 8,000 steps: 1,000 random steps, then 7,000 learning steps at ~22 steps/s (one update of
+#   batch 256 per step) plus two evaluations, one with the video: 344 s. The teacher scored 1000 at
+#   4,000 steps already (seed 0); 8,000 is margin for other seeds (seed 1 needed 10k, BENCHMARKS.md).
+# - distill: per iteration 2,000 steps at ~300 steps/s (render, student, ONNX teacher label) = 7 s,
+#   plus 1,000 conv-student updates at ~42 ms = 42 s; evaluations and two exports ~45 s. With 5
+#   iterations the student scored 712 +- 184 (retention 71%): its last iteration still collected at
+#   506, so 8 iterations (~7.5 min) give DAgger the student-driven data it needs; BENCHMARKS.md's
+#   6-iteration run reached 100%. Behaviour cloning beside it (--baseline) would double the updates.
+# - serve + robot: 2 episodes of up to 1,000 steps at 25 Hz, at most 80 s.
+# Together about 15 min with the start-ups; --scale 0.5 about halves the two training stages.
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class DemoConfig:
 
     Trains a teacher from pixels, distills it into a small student, exports it to ONNX, serves it,
     drives a simulated robot at the control rate through ZeroMQ, and writes one report. The default
-    budget takes about 17 minutes on a 2-core CPU; --scale shortens or lengthens it.
+    budget takes about 15 minutes on a 2-core CPU; --scale shortens or lengthens it.
     """
 
     preset: str = DEFAULT_PRESET
@@ -86,7 +85,7 @@ class DemoConfig:
     """Teacher training: random steps before the updates start (before scale)."""
     batch_size: int = 256
     """Minibatch size of the teacher's and the student's gradient updates."""
-    distill_iterations: int = 5
+    distill_iterations: int = 8
     """DAgger iterations (collect, label, aggregate, train)."""
     distill_steps: int = 2_000
     """Environment steps collected per DAgger iteration (before scale)."""
