@@ -153,7 +153,7 @@ def test_config_scales_budgets_and_names_bad_values():
     half = DemoConfig(scale=0.5)
     assert half.train_config().steps == 4_000 and half.train_config().learning_starts == 500
     distill = half.distill_config()
-    assert (distill.iterations, distill.steps_per_iteration, distill.updates_per_iteration) == (5, 1_000, 500)
+    assert (distill.iterations, distill.steps_per_iteration, distill.updates_per_iteration) == (8, 1_000, 500)
     assert distill.teacher == Path("runs/demo/teacher") and distill.run_dir == Path("runs/demo/student")
     assert not distill.baseline
     with pytest.raises(ValueError, match="scale is 0"):
