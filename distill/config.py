@@ -10,6 +10,7 @@ from pathlib import Path
 
 from models.policy_kinds import StudentKind
 from train.config import require_at_least_one
+from train.presets import ObsMode
 
 STUDENT_KINDS: tuple[StudentKind, ...] = ("conv", "mlp")
 
@@ -85,7 +86,7 @@ class DistillConfig:
             raise ValueError(f"run_dir is the teacher's directory {self.teacher}; the student needs its own")
 
     @property
-    def student_mode(self) -> str:
+    def student_mode(self) -> ObsMode:
         """The environment observation mode the student acts from."""
         return "pixels" if self.student == "conv" else "state"
 

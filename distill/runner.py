@@ -36,7 +36,7 @@ from models.student import Student
 from train.envs import build_spec, make_env
 from train.evaluate import eval_seeds, evaluate
 from train.onnx_io import cpu_session
-from train.presets import ObsMode
+from train.presets import get_preset
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     if (cfg.run_dir / STUDENT_CHECKPOINT).exists():
         raise ValueError(f"{cfg.run_dir} already holds a student; choose another --run-dir")
     preset, teacher_mode = teacher.preset, teacher.mode
-    student_mode: ObsMode = "pixels" if cfg.student == "conv" else "state"
+    task = get_preset(preset)
+    student_mode = cfg.student_mode
     spec = build_spec(preset, student_mode).with_provenance(policy=f"student-{cfg.student}", encoder=None)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -101,23 +102,23 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
 
     methods = ["dagger", "bc"] if cfg.baseline else ["dagger"]
     students: dict[str, Student] = {}
+    datasets: dict[str, Dataset] = {}
     history: dict[str, list[dict[str, Any]]] = {}
     for method in methods:
         torch.manual_seed(cfg.seed)
-        student = build_student(cfg, spec)
-        dataset = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
-        history[method] = _imitate(cfg, method, student, dataset, teacher_actor, make, spec)
-        students[method] = student
+        students[method] = build_student(cfg, spec)
+        datasets[method] = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
+        history[method] = _imitate(cfg, method, students[method], datasets[method], teacher_actor, make, spec)
 
     log.info("evaluating random actions, the teacher and the students on %d held-out seeds", cfg.eval_episodes)
     seeds = eval_seeds(cfg.seed, cfg.eval_episodes)
-    random_return = evaluate(ActorPolicy(random_actor(spec, cfg.seed)), _preset(preset), student_mode, seeds)
-    teacher_return = evaluate(ActorPolicy(teacher_actor), _preset(preset), teacher_mode, seeds)
+    random_return = evaluate(ActorPolicy(random_actor(spec, cfg.seed)), task, student_mode, seeds)
+    teacher_return = evaluate(ActorPolicy(teacher_actor), task, teacher_mode, seeds)
     video = cfg.run_dir / "student.mp4" if cfg.video else None
     student_returns = {
         method: evaluate(
             ActorPolicy(torch_actor(student)),
-            _preset(preset),
+            task,
             student_mode,
             seeds,
             video if method == "dagger" else None,
@@ -126,7 +127,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     }
 
     student = students["dagger"]
-    dataset = Dataset(cfg.run_dir / "data" / "dagger", spec, cfg.capacity, reopen=True)
+    dataset = datasets["dagger"]
     parity_rows = np.linspace(0, len(dataset) - 1, num=min(len(dataset), 512)).astype(np.int64)
     parity_obs, _ = dataset.batch(parity_rows)
     if len(parity_rows) < 256:
@@ -175,12 +176,6 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     tmp.replace(cfg.run_dir / REPORT_NAME)
     (cfg.run_dir / "report.txt").write_text(card.table() + "\n")
     return report
-
-
-def _preset(name: str) -> Any:
-    from train.presets import get_preset
-
-    return get_preset(name)
 
 
 def _imitate(
