@@ -24,7 +24,7 @@ from train.runner import run
 
 
 def curves(
-    out: Path, task: str, steps: int, method: str, seeds: list[int], eval_every: int, train: bool
+    out: Path, task: str, steps: int, method: str, seeds: list[int], eval_every: int, train: bool, threads: int
 ) -> list[list[list[float]]]:
     """The evaluation curve of each seed's run, training (or resuming) the runs that are not finished.
 
@@ -47,6 +47,7 @@ def curves(
                 eval_every=eval_every,
                 checkpoint_every=eval_every,
                 run_dir=run_dir,
+                threads=threads,
                 resume=(run_dir / "checkpoints" / "latest.pt").exists(),
             )
             run(cfg)
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--method", nargs="+", default=["frozen", "scratch", "state"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--eval-every", type=int, default=2500)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
     parser.add_argument(
         "--report-only", action="store_true", help="train nothing; report the runs in --out as far as they got"
@@ -76,7 +78,9 @@ def main() -> None:
     for axis, spec in zip(axes[0], args.task, strict=True):
         task, steps = spec.split(":")
         for method in args.method:
-            runs = curves(args.out, task, int(steps), method, args.seeds, args.eval_every, not args.report_only)
+            runs = curves(
+                args.out, task, int(steps), method, args.seeds, args.eval_every, not args.report_only, args.threads
+            )
             if not runs:
                 continue
             length = min(len(r) for r in runs)
