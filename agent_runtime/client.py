@@ -31,6 +31,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Message, ProtocolError
 from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
 from agent_runtime.stats import LogThrottle
@@ -286,7 +287,7 @@ class PolicyClient:
     def _send(self, frames: list[Any], deadline: float) -> None:
         while True:
             try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(self._sock, frames, zmq.NOBLOCK)
                 return
             except zmq.Again:
                 if not self._wait(zmq.POLLOUT, deadline):
@@ -301,7 +302,7 @@ class PolicyClient:
         while True:
             if not self._wait(zmq.POLLIN, deadline):
                 raise self._count(DeadlineExceeded(f"no {kind} reply from {self.config.endpoint} by the deadline"))
-            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = recv_frames(self._sock, zmq.NOBLOCK)
             try:
                 reply = protocol.decode(frames, self.config.max_reply_bytes)
             except ProtocolError:

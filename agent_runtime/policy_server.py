@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Code, Message, ProtocolError
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
 from agent_runtime.spec import PolicySpec, SpecError
@@ -185,7 +186,7 @@ class PolicyServer:
         # Bounded so that a flood of other messages cannot hold back acts already read.
         for _ in range(4 * self.config.max_batch + 16):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock, zmq.NOBLOCK)
             except zmq.Again:
                 if wait_until is None or not self.config.max_wait_ms:
                     break
@@ -211,7 +212,7 @@ class PolicyServer:
         # A DEALER sends [header, arrays...]; a REQ socket puts an empty delimiter first. The ROUTER
         # prefixes the sender's identity; the reply goes back with the same prefix.
         split = 2 if len(frames) > 2 and len(frames[1]) == 0 else 1
-        route = [f.bytes for f in frames[:split]]
+        route = frames[:split]
         request: Message | None = None
         try:
             request = protocol.decode(frames[split:], self._cap, protocol.REQUEST_TYPES)
@@ -323,7 +324,7 @@ class PolicyServer:
                 protocol.make_error(Code.TOO_LARGE, message, reply.request_id, reply.client_time_s)
             )
         # A ROUTER never blocks on send: a reply to a robot that has gone, or whose queue is full, is dropped.
-        sock.send_multipart([*route, *frames], copy=False)
+        send_frames(sock, [*route, *frames])
 
     def _take_new_backend(self) -> None:
         with self._lock:

@@ -181,7 +181,7 @@ def encode(message: Message) -> list[bytes | memoryview]:
     """The frames of ``message``: the msgpack header, then each array's bytes (contiguous, little-endian).
 
     Array frames are memoryviews of the arrays themselves when they are already contiguous and
-    little-endian (no copy); pass the frames to ``send_multipart(..., copy=False)``.
+    little-endian (no copy); send them with ``agent_runtime.frames.send_frames``.
 
     Raises:
         ValueError: an array has a dtype the protocol cannot carry, or ``fields`` uses a reserved key.

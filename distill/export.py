@@ -32,6 +32,7 @@ from distill.latency import onnx_latency, parameter_counts
 from distill.onnx_contract import attach_spec, check_interface, declare_action_shape
 from distill.parity import PARITY_ATOL, ParityResult, check_parity
 from distill.run_policy import load_run_policy
+from models.student import Student
 from train.onnx_io import ONNX_OPSET, OnnxExportError, cpu_session, export_onnx
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ExportResult:
     parity: ParityResult
 
 
-class _ByName(nn.Module):
+class ByName(nn.Module):
     """Positional inputs (the exporter's view) to the observation dict a policy takes."""
 
     def __init__(self, policy: nn.Module, names: tuple[str, ...]) -> None:
@@ -75,7 +76,9 @@ def export_policy(
 
     Works for any policy module, teacher or student: it only has to map the observation dict of
     ``spec`` (entry name -> tensor with a batch axis first) to the deterministic action within the
-    bounds, float (B, A). The module is put in eval mode.
+    bounds, float (B, A). The module is put in eval mode. A student is exported in its
+    :meth:`~models.student.Student.inference_form` (the same function in cheaper operations); parity
+    is checked against the module as given.
 
     Args:
         module: the torch policy.
@@ -97,11 +100,12 @@ def export_policy(
     tmp = _reserve(out)
     try:
         module.eval()
+        traced = module.inference_form() if isinstance(module, Student) else module
         # Two real observations as the example: a batch of one would invite the tracer to fold the
         # batch size into shapes.
         example = tuple(torch.from_numpy(np.ascontiguousarray(observations[n][:2])) for n in names)
         try:
-            model = export_onnx(_ByName(module, names), example, names, [ONNX_ACTION_OUTPUT], what="the policy")
+            model = export_onnx(ByName(traced, names), example, names, [ONNX_ACTION_OUTPUT], what="the policy")
         except OnnxExportError as exc:
             raise ExportError(str(exc)) from exc
         declare_action_shape(model, spec)

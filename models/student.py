@@ -8,6 +8,8 @@ every action dimension weighs the same whatever its units.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -39,23 +41,35 @@ class Student(nn.Module):
         """The action within the bounds, float (B, A), for a batch of raw observations."""
         return self.low + 0.5 * (self.normalized(observation) + 1.0) * (self.high - self.low)
 
+    def inference_form(self) -> Student:
+        """The same function in cheaper operations, for export (a new module; this one is unchanged)."""
+        return self
+
 
 class SpatialSoftmax(nn.Module):
     """Feature maps (B, C, h, w) -> expected image coordinates of each channel (B, 2C), in [-1, 1].
 
     The keypoint layer of Levine et al. (2016), common in robot visuomotor policies: each channel
     becomes a soft "where", with no parameters, so the student stays small yet keeps positions.
+    The coordinate grid is a constant of the map size, so the expectation is one matrix product
+    (and the exported graph a handful of nodes).
+
+    Args:
+        height: h of the maps.
+        width: w of the maps.
     """
+
+    grid: torch.Tensor
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Maps float (B, C, h, w) -> coordinates float (B, 2C): x of every channel, then y."""
-        b, c, h, w = maps.shape
-        weights = torch.softmax(maps.flatten(2), dim=-1).view(b, c, h, w)
-        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
-        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
-        x = (weights.sum(dim=2) * xs).sum(dim=-1)
-        y = (weights.sum(dim=3) * ys).sum(dim=-1)
-        return torch.cat([x, y], dim=-1)
+        weights = torch.softmax(maps.flatten(2), dim=-1)  # (B, C, h*w)
+        return (weights @ self.grid).transpose(1, 2).flatten(1)
 
 
 class ConvStudent(Student):
@@ -100,14 +114,49 @@ class ConvStudent(Student):
             nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=1),
         )
-        self.keypoints = SpatialSoftmax()
+        size = (h // downsample, w // downsample)
+        for stride in (2, 2, 1):  # the 3x3 convolutions' output sizes
+            size = ((size[0] - 3) // stride + 1, (size[1] - 3) // stride + 1)
+        self.keypoints = SpatialSoftmax(*size)
         self.head = mlp(2 * channels + proprio_dim, hidden, int(action_low.numel()))
+        self.downsample = downsample
+        self.input_folded = False
+        """True in the :meth:`inference_form`: pooling and pixel scaling live in the first convolution."""
 
     def normalized(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
         """``pixels`` uint8 (B, H, W, 3k), ``proprio`` float (B, P) -> action in [-1, 1], (B, A)."""
-        x = self.pool(observation["pixels"].permute(0, 3, 1, 2).float()) / 255.0 - 0.5
+        x = observation["pixels"].permute(0, 3, 1, 2).float()
+        if not self.input_folded:
+            x = self.pool(x) / 255.0 - 0.5
         points = self.keypoints(self.conv(x))
         return torch.tanh(self.head(torch.cat([points, observation["proprio"].float()], dim=-1)))
+
+    def inference_form(self) -> ConvStudent:
+        """This student with the pooling and the pixel scaling folded into its first convolution.
+
+        Average pooling by ``d`` followed by a 3x3 convolution of stride 2 reads each output from a
+        3d x 3d window of the raw frame with stride 2d, every pooled pixel's weight spread evenly over
+        its d x d block; ``x / 255 - 0.5`` is linear too. So one convolution (kernel 3d, stride 2d) on
+        the raw pixels computes the same maps, and the exported graph skips a pooling pass over the
+        full-size frames (in onnxruntime on CPU, the costliest node of the unfolded student).
+        """
+        if self.input_folded:
+            return self
+        folded = copy.deepcopy(self)
+        first = self.conv[0]
+        assert isinstance(first, nn.Conv2d) and first.bias is not None
+        d = self.downsample
+        with torch.no_grad():
+            weight = first.weight.repeat_interleave(d, dim=2).repeat_interleave(d, dim=3) / (d * d * 255.0)
+            bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
+            conv = nn.Conv2d(first.in_channels, first.out_channels, 3 * d, stride=2 * d)
+            conv.weight.copy_(weight)
+            assert conv.bias is not None
+            conv.bias.copy_(bias)
+        folded.conv[0] = conv
+        folded.pool = nn.Identity()
+        folded.input_folded = True
+        return folded.eval()
 
 
 class MLPStudent(Student):

@@ -14,10 +14,10 @@ def test_spatial_softmax_finds_a_hot_spot_in_image_coordinates():
     maps = torch.full((1, 2, 5, 4), -1e4)
     maps[0, 0, 0, 3] = 0.0  # channel 0: top row, rightmost column -> x = 1, y = -1
     maps[0, 1, 2, 0] = 0.0  # channel 1: middle row, leftmost column -> x = -1, y = 0
-    points = SpatialSoftmax()(maps)
+    points = SpatialSoftmax(5, 4)(maps)
     torch.testing.assert_close(points, torch.tensor([[1.0, -1.0, -1.0, 0.0]]))
     # A flat map has its expectation at the centre.
-    torch.testing.assert_close(SpatialSoftmax()(torch.zeros(1, 1, 3, 3)), torch.zeros(1, 2))
+    torch.testing.assert_close(SpatialSoftmax(3, 3)(torch.zeros(1, 1, 3, 3)), torch.zeros(1, 2))
 
 
 def test_students_act_within_the_bounds_and_stay_small():
@@ -36,3 +36,18 @@ def test_students_act_within_the_bounds_and_stay_small():
 def test_conv_student_refuses_a_downsample_that_leaves_no_image():
     with pytest.raises(ValueError, match="downsample is 8"):
         ConvStudent((84, 84, 9), 0, LOW, HIGH, downsample=8)
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 3])
+def test_inference_form_folds_pooling_and_scaling_into_the_first_conv_exactly(downsample):
+    torch.manual_seed(downsample)
+    student = ConvStudent((84, 84, 9), 2, LOW, HIGH, downsample=downsample).eval()
+    obs = {"pixels": torch.randint(0, 256, (4, 84, 84, 9), dtype=torch.uint8), "proprio": torch.randn(4, 2)}
+    folded = student.inference_form()
+    assert folded.input_folded and not student.input_folded  # a new module; the trained one is untouched
+    assert isinstance(folded.pool, torch.nn.Identity)
+    first = folded.conv[0]
+    assert isinstance(first, torch.nn.Conv2d)
+    assert first.kernel_size == (3 * downsample, 3 * downsample) and first.stride == (2 * downsample, 2 * downsample)
+    torch.testing.assert_close(student.normalized(obs), folded.normalized(obs), atol=1e-5, rtol=0)
+    assert folded.inference_form() is folded
