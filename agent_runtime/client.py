@@ -164,6 +164,9 @@ class PolicyClient:
             sock.curve_secretkey = secret
             sock.curve_serverkey = load_public_key(config.server_public_key)
         sock.connect(config.endpoint)
+        self._pollers: dict[int, zmq.Poller] = {e: zmq.Poller() for e in (zmq.POLLIN, zmq.POLLOUT)}  # reused: cheaper
+        for event, poller in self._pollers.items():
+            poller.register(sock, event)
 
     def __enter__(self) -> PolicyClient:
         return self
@@ -333,14 +336,15 @@ class PolicyClient:
 
         False once the deadline has passed, even if the event is ready: what is ready then is too late.
         """
+        poller = self._pollers[event]
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if remaining >= 1e-3:
-                if self._sock.poll(math.floor(remaining * 1e3), event):
+                if poller.poll(math.floor(remaining * 1e3)):
                     return True
-            elif self._sock.poll(0, event):
+            elif poller.poll(0):
                 return True
             else:
                 time.sleep(min(remaining, 1e-4))

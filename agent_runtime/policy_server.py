@@ -220,17 +220,17 @@ class PolicyServer:
             if request.type == protocol.ACT:
                 protocol.check_observation(self._spec, request.arrays, request)
                 return _Act(route, request, received, received + protocol.act_deadline_s(request))
-            self._send(sock, route, self._answer(request), received)
+            self._reply(sock, route, self._answer(request), received)
         except ProtocolError as exc:
             self.stats.errors[exc.code] += 1
-            self._send(sock, route, protocol.error_reply(exc), received)
+            self._reply(sock, route, protocol.error_reply(exc), received)
         except Exception as exc:  # a bug, or an input no check foresaw, must not end the serving thread
             if (left_out := self._handler_failures()) is not None:
                 log.exception("could not handle a message, replied malformed (%d such failures not logged)", left_out)
             self.stats.errors[Code.MALFORMED] += 1
             message = f"the server could not handle this message ({type(exc).__name__}); see docs/protocol.md"
             echo = (request.request_id, request.client_time_s) if request is not None else (None, 0.0)
-            self._send(sock, route, protocol.make_error(Code.MALFORMED, message, *echo), received)
+            self._reply(sock, route, protocol.make_error(Code.MALFORMED, message, *echo), received)
         return None
 
     def _answer(self, request: Message) -> Message:
@@ -281,20 +281,14 @@ class PolicyServer:
         done = time.monotonic()
         self._last_infer_s = done - start
         self.stats.batches[len(live)] += 1
+        infer_us, size = (done - start) * 1e6, len(live)
         for act, action in zip(live, actions, strict=True):
-            timing = {
-                "queue_us": (start - act.received_s) * 1e6,
-                "infer_us": (done - start) * 1e6,
-                "batch": len(live),
-            }
-            reply = Message(
-                protocol.ACT,
-                act.request.request_id,
-                act.request.client_time_s,
-                arrays={"action": action},
-                fields={"spec_hash": self._spec_hash, "timing": timing},
-            )
-            self._send(sock, act.route, reply, act.received_s)
+            request = act.request
+            timing = {"queue_us": (start - act.received_s) * 1e6, "infer_us": infer_us, "batch": size}
+            self._send(
+                sock, act.route, protocol.ACT, request.request_id, request.client_time_s,
+                {"spec_hash": self._spec_hash}, act.received_s, {"action": action}, timing,
+            )  # fmt: skip
             self.stats.latency.add(time.monotonic() - act.received_s)
 
     def _checked_actions(self, actions: Any, batch: int) -> np.ndarray:
@@ -309,22 +303,33 @@ class PolicyServer:
     def _fail(self, sock: zmq.Socket[Any], act: _Act, code: str, message: str) -> None:
         self.stats.errors[code] += 1
         reply = protocol.make_error(code, message, act.request.request_id, act.request.client_time_s)
-        self._send(sock, act.route, reply, act.received_s)
+        self._reply(sock, act.route, reply, act.received_s)
 
-    def _send(self, sock: zmq.Socket[Any], route: list[bytes], reply: Message, received_s: float) -> None:
-        timing = {**reply.fields.get("timing", {}), "server_us": (time.monotonic() - received_s) * 1e6}
-        reply = Message(
-            reply.type, reply.request_id, reply.client_time_s, reply.arrays, {**reply.fields, "timing": timing}
-        )
-        frames = protocol.encode(reply)
+    def _send(
+        self,
+        sock: zmq.Socket[Any],
+        route: list[bytes],
+        kind: str,
+        request_id: int | None,
+        client_time_s: float,
+        fields: Mapping[str, Any],
+        received_s: float,
+        arrays: Mapping[str, np.ndarray] | None = None,
+        timing: dict[str, Any] | None = None,
+    ) -> None:
+        """Send one reply; its ``timing`` gains ``server_us``, the time since the request was received."""
+        timing = {**(timing or {}), "server_us": (time.monotonic() - received_s) * 1e6}
+        frames = protocol.encode(Message(kind, request_id, client_time_s, arrays or {}, {**fields, "timing": timing}))
         if len(frames[0]) > protocol.MAX_HEADER_BYTES:  # no client could read it; only echoed text can do this
-            log.error("a %s reply's header came to %d bytes; sent an error instead", reply.type, len(frames[0]))
+            log.error("a %s reply's header came to %d bytes; sent an error instead", kind, len(frames[0]))
             message = f"the reply's header would be over {protocol.MAX_HEADER_BYTES} bytes"
-            frames = protocol.encode(
-                protocol.make_error(Code.TOO_LARGE, message, reply.request_id, reply.client_time_s)
-            )
+            frames = protocol.encode(protocol.make_error(Code.TOO_LARGE, message, request_id, client_time_s))
         # A ROUTER never blocks on send: a reply to a robot that has gone, or whose queue is full, is dropped.
         send_frames(sock, [*route, *frames])
+
+    def _reply(self, sock: zmq.Socket[Any], route: list[bytes], reply: Message, received_s: float) -> None:
+        """Send a reply built as a :class:`Message` (hello, ping, stats and errors)."""
+        self._send(sock, route, reply.type, reply.request_id, reply.client_time_s, reply.fields, received_s)
 
     def _take_new_backend(self) -> None:
         with self._lock:

@@ -57,6 +57,11 @@ DTYPES: tuple[str, ...] = (
 )
 """Array dtypes the protocol can carry, by numpy name; all little-endian on the wire."""
 
+_WIRE_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
+"""Each carried dtype as its little-endian numpy dtype (built once: decode looks them up per array)."""
+_LITTLE_ENDIAN_NAMES: dict[np.dtype[Any], str] = {dtype: name for name, dtype in _WIRE_DTYPES.items()}
+"""Dtypes that go on the wire as they are (already little-endian), to their protocol name."""
+
 _RESERVED = ("v", "type", "id", "t", "arrays")
 _MAX_ID = 2**64
 
@@ -194,11 +199,16 @@ def encode(message: Message) -> list[bytes | memoryview]:
     described: list[dict[str, Any]] = []
     frames: list[bytes | memoryview] = []
     for name, value in message.arrays.items():
-        array = np.asarray(value)
-        if array.dtype.name not in DTYPES:
-            raise ValueError(f"array {name!r} has dtype {array.dtype}; the protocol carries {', '.join(DTYPES)}")
-        array = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
-        described.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape)})
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        wire_name = _LITTLE_ENDIAN_NAMES.get(array.dtype)
+        if wire_name is None:  # big-endian, native-order duplicates, or a dtype the protocol cannot carry
+            if array.dtype.name not in DTYPES:
+                raise ValueError(f"array {name!r} has dtype {array.dtype}; the protocol carries {', '.join(DTYPES)}")
+            wire_name = array.dtype.name
+            array = array.astype(_WIRE_DTYPES[wire_name])
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array) if array.ndim else array.copy()  # keeps 0-d arrays 0-d
+        described.append({"name": name, "dtype": wire_name, "shape": list(array.shape)})
         frames.append(array.data)
     header = {
         "v": PROTOCOL_VERSION,
@@ -322,7 +332,7 @@ def _describe_arrays(value: Any, fail: Any) -> list[tuple[str, np.dtype[Any], li
             raise fail(
                 Code.MALFORMED, f"array {name!r} shape must be a list of at most {MAX_NDIM} non-negative integers"
             )
-        out.append((name, np.dtype(dtype).newbyteorder("<"), shape))
+        out.append((name, _WIRE_DTYPES[dtype], shape))
     return out
 
 

@@ -16,7 +16,7 @@ batching >= 2x the maximum acts per second for the pixel student.
 The server and the robot fleets run in separate processes (`agent-runtime serve`, and
 bench/serve_workers.py) so that they never share a GIL.
 
-Usage: python -m bench.serve_bench [--seconds 30] [--fleet 1 8 32 64] [--fuzz 10000]
+Usage: python -m bench.serve_bench [--seconds 30] [--fleet 1 8 32 64] [--fuzz 10000] [--parts round_trip fleet ...]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import zmq
 
 from agent_runtime import protocol
 from agent_runtime.client import ClientConfig, PolicyClient
+from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Message
 from agent_runtime.server import default_max_message_bytes
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
@@ -140,15 +141,15 @@ def timed(fn: Any, seconds: float) -> np.ndarray:
 # -- 1. floors and round trip ----------------------------------------------------------------------
 
 
-def round_trip(student: Student, seconds: float, threads: int, tmp: Path) -> dict[str, float]:
-    obs = student.observations[0]
-    frames = list(protocol.encode(Message("act", 1, 0.0, obs, {"deadline_ms": 1000.0})))
+def bare_round_trips(student: Student, frames: list[Any], seconds: float, tmp: Path, infer: bool) -> np.ndarray:
+    """Round-trip times of ``frames`` against the echo worker: a bare echo, or with ``infer`` bare serving."""
     endpoint = free_endpoint()
     ready = tmp / "echo.json"
     ready.unlink(missing_ok=True)
-    echo = subprocess.Popen(
-        [sys.executable, "-m", "bench.serve_workers", "echo", "--endpoint", endpoint, "--out", str(ready)]
-    )
+    cmd = [sys.executable, "-m", "bench.serve_workers", "echo", "--endpoint", endpoint, "--out", str(ready)]
+    if infer:
+        cmd += ["--model", str(student.model), "--spec", str(student.spec_file)]
+    echo = subprocess.Popen(cmd)
     context: zmq.Context[Any] = zmq.Context()
     try:
         give_up = time.monotonic() + START_S
@@ -161,17 +162,25 @@ def round_trip(student: Student, seconds: float, threads: int, tmp: Path) -> dic
         dealer.connect(endpoint)
 
         def echo_once() -> None:
-            dealer.send_multipart(frames, copy=False)
+            send_frames(dealer, frames)
             if not dealer.poll(5000):
                 raise RuntimeError("the echo server stopped answering")
-            dealer.recv_multipart(copy=False)
+            recv_frames(dealer)
 
-        echo_s = timed(echo_once, seconds)
+        times = timed(echo_once, seconds)
         dealer.close()
     finally:
         echo.send_signal(signal.SIGTERM)
         echo.wait(START_S)
         context.term()
+    return times
+
+
+def round_trip(student: Student, seconds: float, threads: int, tmp: Path) -> dict[str, float]:
+    obs = {name: student.observations[0][name] for name in student.spec.observation_names}
+    frames = list(protocol.encode(Message("act", 1, 0.0, obs, {"deadline_ms": 1000.0})))
+    echo_s = bare_round_trips(student, frames, seconds, tmp, infer=False)
+    bare_s = bare_round_trips(student, frames, seconds, tmp, infer=True)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -199,6 +208,9 @@ def round_trip(student: Student, seconds: float, threads: int, tmp: Path) -> dic
         "act_p50": ms(act_s, 50),
         "act_p99": ms(act_s, 99),
         "ratio_p99": ms(act_s, 99) / floor99,
+        "bare_p50": ms(bare_s, 50),
+        "bare_p99": ms(bare_s, 99),
+        "bare_ratio_p99": ms(act_s, 99) / ms(bare_s, 99),
         "samples": float(len(act_s)),
     }
 
@@ -256,8 +268,8 @@ def fuzz_run(student: Student, args: argparse.Namespace, tmp: Path) -> dict[str,
 def prepare(args: argparse.Namespace, tmp: Path) -> list[Student]:
     students = []
     for label, mode, given in (("pixel", "pixels", args.pixel_model), ("state", "state", args.state_model)):
-        model = given or build_student(spec_for(args.preset, mode), tmp / f"{label}.onnx")
         observations = record_observations(args.preset, mode, args.record_steps, tmp / f"{label}.npz")
+        model = given or build_student(spec_for(args.preset, mode), observations, tmp / f"{label}.onnx")
         students.append(Student(label, model, observations, tmp))
     return students
 
@@ -273,9 +285,12 @@ def pair(a: float, b: float, digits: int = 3) -> str:
 def report_round_trips(students: list[Student], args: argparse.Namespace, tmp: Path, report: dict[str, Any]) -> None:
     print(f"\n1. act round trip against the floor, sequential, {args.seconds:g} s each (ms)\n")
     print(
-        row("student", "echo p50 / p99", "inference p50 / p99", "floor p50 / p99", "act p50 / p99", "act p99 / floor")
-    )
-    print("|---|---:|---:|---:|---:|---:|")
+        row(
+            "student", "echo p50 / p99", "inference p50 / p99", "floor p50 / p99", "act p50 / p99", "act p99 / floor",
+            "bare serving p50 / p99", "act p99 / bare",
+        )
+    )  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in students:
         r = report.setdefault("round_trip", {})[s.label] = round_trip(s, args.seconds, args.threads, tmp)
         print(
@@ -286,6 +301,8 @@ def report_round_trips(students: list[Student], args: argparse.Namespace, tmp: P
                 pair(r["floor_p50"], r["floor_p99"]),
                 pair(r["act_p50"], r["act_p99"]),
                 f"{r['ratio_p99']:.2f}x",
+                pair(r["bare_p50"], r["bare_p99"]),
+                f"{r['bare_ratio_p99']:.2f}x",
             )
         )
 
@@ -316,7 +333,8 @@ def report_max_rates(students: list[Student], args: argparse.Namespace, tmp: Pat
         print(row(s.label, *(f"{rates[b]:,.0f}" for b in args.batches), f"{gain:.2f}x"))
 
 
-def report_fuzz(student: Student, args: argparse.Namespace, tmp: Path, report: dict[str, Any]) -> None:
+def report_fuzz(students: list[Student], args: argparse.Namespace, tmp: Path, report: dict[str, Any]) -> None:
+    student = students[0]
     print(f"\n4. fuzz: {args.fuzz} malformed messages interleaved with valid acts ({student.label} student)\n")
     f = report["fuzz"] = fuzz_run(student, args, tmp)
     print(f"- error replies by code: {f['error_replies']}")
@@ -326,6 +344,9 @@ def report_fuzz(student: Student, args: argparse.Namespace, tmp: Path, report: d
     print(f"- server errors by code afterwards: {f['server_stats']['errors']}; still serving: yes")
     for line in f["wrong"]:
         print(f"  {line}")
+
+
+PARTS = {"round_trip": report_round_trips, "fleet": report_fleets, "max_rate": report_max_rates, "fuzz": report_fuzz}
 
 
 def main() -> None:
@@ -344,6 +365,7 @@ def main() -> None:
     parser.add_argument("--pixel-model", type=Path, help="an exported pixel student (default: a stand-in)")
     parser.add_argument("--state-model", type=Path, help="an exported state student (default: a stand-in)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which sections to run")
     args = parser.parse_args()
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.machine()}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -353,10 +375,8 @@ def main() -> None:
         for s in students:
             size = sum(o.numpy_dtype.itemsize * math.prod(o.shape) for o in s.spec.observations)
             print(f"- {s.label} student: {s.model.name} ({s.spec.provenance.policy}); observation {size} bytes")
-        report_round_trips(students, args, tmp, report)
-        report_fleets(students, args, tmp, report)
-        report_max_rates(students, args, tmp, report)
-        report_fuzz(students[0], args, tmp, report)
+        for part in args.parts:
+            PARTS[part](students, args, tmp, report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -23,6 +23,7 @@ import zmq
 
 from agent_runtime import protocol
 from agent_runtime.client import ClientConfig, ClientError, PolicyClient
+from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.loop import LoopConfig, run_loop
 from agent_runtime.protocol import Code, Message
 from agent_runtime.spec import PolicySpec
@@ -222,19 +223,44 @@ def fuzz(args: argparse.Namespace, spec: PolicySpec, observations: list[dict[str
 
 
 def echo(args: argparse.Namespace) -> None:
-    """A bare ROUTER that sends every message straight back: the transport floor."""
+    """A bare ROUTER that sends every message straight back: the transport floor.
+
+    With ``--model``, a bare serving loop instead: the array frames of each act message go straight
+    into onnxruntime (no header parsing, no checks, the spec's layout assumed) and the reply is the
+    header frame and the action's bytes. What is left between it and the runtime is the protocol.
+    """
     context: zmq.Context[Any] = zmq.Context()
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(args.endpoint)
+    answer = _bare_policy(Path(args.model), Path(args.spec)) if args.model else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     Path(args.out).write_text(json.dumps({"ready": True}))
     while not stop.is_set():
         if sock.poll(50):
-            sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+            frames = recv_frames(sock)
+            send_frames(sock, frames if answer is None else answer(frames))
     sock.close()
     context.term()
+
+
+def _bare_policy(model: Path, spec_file: Path) -> Any:
+    import onnxruntime as ort
+
+    spec = PolicySpec.from_json(spec_file.read_text())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    layout = [(e.name, e.numpy_dtype, (1, *e.shape)) for e in spec.observations]
+
+    def answer(frames: list[bytes]) -> list[bytes]:
+        arrays = zip(layout, frames[2:], strict=True)  # the act frames carry the entries in spec order
+        feed = {name: np.frombuffer(f, dtype).reshape(shape) for (name, dtype, shape), f in arrays}
+        (action,) = session.run(["action"], feed)
+        return [frames[0], frames[1], action.tobytes()]
+
+    return answer
 
 
 def main() -> None:
@@ -243,6 +269,7 @@ def main() -> None:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--spec", help="policy spec JSON file")
+    parser.add_argument("--model", help="echo: run this ONNX policy on each message (bare serving floor)")
     parser.add_argument("--observations", help="recorded observations (npz)")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--offset", type=int, default=0)
