@@ -222,6 +222,7 @@ def fleet_cell(student: Student, endpoint: str, robots: int, args: argparse.Name
     results = run_workers(
         "fleet", student, endpoint, robots, args.workers, tmp,
         rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, seconds=args.seconds,
+        phase_step=0.0 if args.phase == "sync" else 1.0 / args.rate_hz / robots,
     )  # fmt: skip
     clients = [c for r in results for c in r["clients"]]
     summaries = [c["summary"] for c in clients]
@@ -308,7 +309,8 @@ def report_round_trips(students: list[Student], args: argparse.Namespace, tmp: P
 
 
 def report_fleets(students: list[Student], args: argparse.Namespace, tmp: Path, report: dict[str, Any]) -> None:
-    print(f"\n2. fleets at {args.rate_hz:g} Hz, {args.deadline_ms:g} ms deadline, {args.seconds:g} s each\n")
+    phase = "in phase" if args.phase == "sync" else "phases spread over the period"
+    print(f"\n2. fleets at {args.rate_hz:g} Hz ({phase}), {args.deadline_ms:g} ms deadline, {args.seconds:g} s each\n")
     print(row("student", "robots", "Hz mean / min", "latency p50 / p99 (ms)", "steps", "misses", "overruns", "errors"))
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for s in students:
@@ -355,6 +357,12 @@ def main() -> None:
     parser.add_argument("--fleet", type=int, nargs="+", default=[1, 8, 32, 64], help="robot counts")
     parser.add_argument("--rate-hz", type=float, default=100.0)
     parser.add_argument("--deadline-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--phase",
+        choices=["sync", "spread"],
+        default="sync",
+        help="fleet: every robot ticks at the same instant (worst case), or spread evenly over the period",
+    )
     parser.add_argument("--fuzz", type=int, default=10_000, help="malformed messages")
     parser.add_argument("--flood-clients", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64], help="max_batch settings, first = base")

@@ -76,7 +76,9 @@ def fleet(args: argparse.Namespace, spec: PolicySpec, observations: list[dict[st
         robot = RecordedRobot(spec, observations, offset=(args.offset + i) * 7)
         with PolicyClient(ClientConfig(endpoint=args.endpoint, connect_timeout_s=30), spec) as client:
             client.connect()
-            _wait_until(args.start_at)
+            # Robots started independently tick at unrelated phases (--phase-step spreads them over
+            # the period); 0 starts every loop at the same instant, the worst case for the server.
+            _wait_until(args.start_at + (args.offset + i) * args.phase_step)
             stats = run_loop(robot, client, config)
         results[i] = {
             "summary": stats.summary(),
@@ -277,6 +279,7 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start time (time.time())")
+    parser.add_argument("--phase-step", type=float, default=0.0, help="fleet: start robot k at start-at + k * this")
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--valid-every", type=int, default=5)
     parser.add_argument("--cap", type=int, default=1 << 20, help="the server's max_message_bytes")
