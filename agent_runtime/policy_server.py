@@ -26,6 +26,7 @@ import zmq
 from agent_runtime import protocol
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Code, Message, ProtocolError
+from agent_runtime.queue_delay import QueueDelay
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
 from agent_runtime.spec import PolicySpec, SpecError
 from agent_runtime.stats import LogThrottle, ServerStats
@@ -84,6 +85,7 @@ class PolicyServer:
         self._logged_backend_error = False
         self._handler_failures = LogThrottle(10.0)
         self._last_infer_s = 0.0
+        self._queue_delay = QueueDelay()
         self._endpoint: str | None = None
 
     @property
@@ -219,7 +221,12 @@ class PolicyServer:
             self.stats.requests[request.type] += 1
             if request.type == protocol.ACT:
                 protocol.check_observation(self._spec, request.arrays, request)
-                return _Act(route, request, received, received + protocol.act_deadline_s(request))
+                # The deadline counts from the request's send, less the estimated queueing delay (read
+                # in wall-clock time, the client's clock): under overload, requests that waited out
+                # their budget in the socket are refused without inference instead of answered late.
+                queued_s = self._queue_delay.observe(route[0], request.client_time_s, time.time())
+                expires = received - queued_s + protocol.act_deadline_s(request)
+                return _Act(route, request, received, expires)
             self._reply(sock, route, self._answer(request), received)
         except ProtocolError as exc:
             self.stats.errors[exc.code] += 1
@@ -258,10 +265,19 @@ class PolicyServer:
     def _run_batch(self, sock: zmq.Socket[Any], acts: list[_Act]) -> None:
         self._take_new_backend()
         start = time.monotonic()
-        live = [a for a in acts if a.expires_s >= start]
+        # A request whose budget would end before an inference as long as the last one finished is
+        # not run: its reply would come late, and the time is better spent on the others. That is a
+        # prediction, so it never refuses a whole batch: otherwise one slow call could make the
+        # server refuse everything from then on, never measuring a faster call again.
+        live = [a for a in acts if a.expires_s >= start + self._last_infer_s]
+        if not live:
+            live = [a for a in acts if a.expires_s >= start]
+        running = {id(a) for a in live}
         for act in acts:
-            if act.expires_s < start:
-                self._fail(sock, act, Code.DEADLINE_EXPIRED, "the request's deadline passed before inference started")
+            if id(act) not in running:
+                self._fail(
+                    sock, act, Code.DEADLINE_EXPIRED, "the request's deadline would pass before its inference finished"
+                )
         if not live:
             return
         names = self._spec.observation_names

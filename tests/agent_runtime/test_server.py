@@ -474,3 +474,19 @@ def test_serve_command_answers_then_shuts_down_cleanly_on_signal(tmp_path, peer_
     text = "".join(output)
     assert f"received {signal.Signals(signum).name}; shutting down" in text
     assert "served: requests 1 (act=1)" in text
+
+
+def test_a_request_that_waited_out_its_deadline_in_the_queue_is_refused_without_inference(peer_factory):
+    backend = FakePolicy(state_spec(), delay_s=0.3)
+    with running_server(backend) as server:
+        peer = peer_factory(server.endpoint)
+        sent = time.time()
+        peer.send(list(protocol.encode(Message("act", 1, sent, state_obs(0.1), {"deadline_ms": 1000.0}))))
+        assert backend.called.wait(WAIT_S)
+        # Sent while the first one's 300 ms inference runs, it waits in the socket
+        # for longer than its 100 ms budget: running the policy for it would only make a late reply.
+        peer.send(list(protocol.encode(Message("act", 2, time.time(), state_obs(0.2), {"deadline_ms": 100.0}))))
+        first, second = peer.receive(), peer.receive()
+        assert first.type == "act" and first.request_id == 1
+        assert second.error is not None and second.error[0] == Code.DEADLINE_EXPIRED and second.request_id == 2
+    assert backend.batches == [1]
