@@ -37,6 +37,8 @@ from train.teacher import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoints/latest.pt"
+PROGRESS_LOG_S = 30.0
+"""Seconds between progress log lines when there is no terminal for the progress bar."""
 
 
 class LearnerPolicy:
@@ -163,6 +165,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
         bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None)
         last_eval = state["evals"][-1][1] if state["evals"] else float("nan")
+        # Without a terminal the bar is off (a log file would fill with carriage returns): a log line
+        # every PROGRESS_LOG_S tells how far the run is instead.
+        next_progress_log, progress_from = time.perf_counter() + PROGRESS_LOG_S, (state["step"], time.perf_counter())
         losses: list[dict[str, float]] = []
         learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
         while state["step"] < cfg.steps:
@@ -198,6 +203,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             proprio = next_proprio
             state["step"] += cfg.num_envs
             bar.update(cfg.num_envs)
+            if bar.disable and time.perf_counter() >= next_progress_log:
+                rate = (state["step"] - progress_from[0]) / (time.perf_counter() - progress_from[1])
+                log.info(
+                    "step %d of %d (%.0f%%), %.1f steps/s, last evaluation return %.1f",
+                    state["step"], cfg.steps, 100 * state["step"] / cfg.steps, rate, last_eval,
+                )  # fmt: skip
+                progress_from = (state["step"], time.perf_counter())
+                next_progress_log = progress_from[1] + PROGRESS_LOG_S
 
             if state["step"] >= cfg.learning_starts:
                 if learn_start is None:

@@ -182,3 +182,13 @@ def test_tiny_run_fine_tuning_the_last_stage_gives_a_teacher_with_the_tuned_stag
     with torch.no_grad():
         action = policy({k: torch.from_numpy(v)[None] for k, v in obs.items()})
     assert action.shape == (1, 1) and bool((action.abs() <= 3.0).all())
+
+
+def test_without_a_terminal_progress_goes_to_the_log(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("train.runner.PROGRESS_LOG_S", 0.0)  # a line after every step
+    cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_episodes=1,
+                      video=False, run_dir=tmp_path / "r")  # fmt: skip
+    with caplog.at_level("INFO", logger="train.runner"):
+        run(cfg)  # pytest captures stderr: no terminal, so the bar is off
+    lines = [r.getMessage() for r in caplog.records if " of 60 (" in r.getMessage()]
+    assert lines and lines[-1].startswith("step 60 of 60 (100%)") and "steps/s" in lines[-1]
