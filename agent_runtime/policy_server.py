@@ -269,12 +269,12 @@ class PolicyServer:
         # not run: its reply would come late, and the time is better spent on the others. That is a
         # prediction, so it never refuses a whole batch: otherwise one slow call could make the
         # server refuse everything from then on, never measuring a faster call again.
-        live = [a for a in acts if a.expires_s >= start + self._last_infer_s]
-        if not live:
-            live = [a for a in acts if a.expires_s >= start]
-        running = {id(a) for a in live}
+        cutoff = start + self._last_infer_s
+        if not any(a.expires_s >= cutoff for a in acts):
+            cutoff = start
+        live = [a for a in acts if a.expires_s >= cutoff]
         for act in acts:
-            if id(act) not in running:
+            if act.expires_s < cutoff:
                 self._fail(
                     sock, act, Code.DEADLINE_EXPIRED, "the request's deadline would pass before its inference finished"
                 )

@@ -148,7 +148,7 @@ def bare_round_trips(student: Student, frames: list[Any], seconds: float, tmp: P
     ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.serve_workers", "echo", "--endpoint", endpoint, "--out", str(ready)]
     if infer:
-        cmd += ["--model", str(student.model), "--spec", str(student.spec_file)]
+        cmd += ["--model", str(student.model)]
     echo = subprocess.Popen(cmd)
     context: zmq.Context[Any] = zmq.Context()
     try:

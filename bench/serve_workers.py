@@ -25,6 +25,7 @@ from agent_runtime import protocol
 from agent_runtime.client import ClientConfig, ClientError, PolicyClient
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.loop import LoopConfig, run_loop
+from agent_runtime.onnx_policy import OnnxPolicy
 from agent_runtime.protocol import Code, Message
 from agent_runtime.spec import PolicySpec
 
@@ -235,7 +236,7 @@ def echo(args: argparse.Namespace) -> None:
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(args.endpoint)
-    answer = _bare_policy(Path(args.model), Path(args.spec)) if args.model else None
+    answer = _bare_policy(Path(args.model)) if args.model else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     Path(args.out).write_text(json.dumps({"ready": True}))
@@ -247,19 +248,13 @@ def echo(args: argparse.Namespace) -> None:
     context.term()
 
 
-def _bare_policy(model: Path, spec_file: Path) -> Any:
-    import onnxruntime as ort
-
-    spec = PolicySpec.from_json(spec_file.read_text())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    layout = [(e.name, e.numpy_dtype, (1, *e.shape)) for e in spec.observations]
+def _bare_policy(model: Path) -> Any:
+    policy = OnnxPolicy(model, threads=1)
+    layout = [(e.name, e.numpy_dtype, (1, *e.shape)) for e in policy.spec.observations]
 
     def answer(frames: list[bytes]) -> list[bytes]:
         arrays = zip(layout, frames[2:], strict=True)  # the act frames carry the entries in spec order
-        feed = {name: np.frombuffer(f, dtype).reshape(shape) for (name, dtype, shape), f in arrays}
-        (action,) = session.run(["action"], feed)
+        action = policy.infer({name: np.frombuffer(f, dtype).reshape(shape) for (name, dtype, shape), f in arrays})
         return [frames[0], frames[1], action.tobytes()]
 
     return answer
