@@ -7,6 +7,7 @@ subcommand runs, so the runtime's own subcommands work on a robot host with the 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -345,7 +346,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """Entry point of the ``agent-runtime`` console script."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``agent-runtime presets --spec reacher | head``): exit quietly, as
+        # cat and grep do, instead of a traceback. stdout is pointed at devnull so that the
+        # interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, the shell's code for a process killed by a broken pipe
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,17 @@ def test_console_script_is_installed():
     assert "presets" in done.stderr + done.stdout
 
 
+def test_a_closed_output_pipe_ends_quietly_without_a_traceback():
+    exe = Path(sys.executable).parent / "agent-runtime"
+    # As in `agent-runtime presets --spec reacher | head -1`: the reader is gone before the write.
+    proc = subprocess.Popen([str(exe), "presets", "--spec", "reacher"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and "Traceback" not in err and "BrokenPipeError" not in err
+
+
 def test_presets_lists_every_preset(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out

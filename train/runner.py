@@ -205,9 +205,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             bar.update(cfg.num_envs)
             if bar.disable and time.perf_counter() >= next_progress_log:
                 rate = (state["step"] - progress_from[0]) / (time.perf_counter() - progress_from[1])
+                evaluated = "none yet" if np.isnan(last_eval) else f"{last_eval:.1f}"
                 log.info(
-                    "step %d of %d (%.0f%%), %.1f steps/s, last evaluation return %.1f",
-                    state["step"], cfg.steps, 100 * state["step"] / cfg.steps, rate, last_eval,
+                    "step %d of %d (%.0f%%), %.1f steps/s, last evaluation return %s",
+                    state["step"], cfg.steps, 100 * state["step"] / cfg.steps, rate, evaluated,
                 )  # fmt: skip
                 progress_from = (state["step"], time.perf_counter())
                 next_progress_log = progress_from[1] + PROGRESS_LOG_S

@@ -192,3 +192,4 @@ def test_without_a_terminal_progress_goes_to_the_log(tmp_path, monkeypatch, capl
         run(cfg)  # pytest captures stderr: no terminal, so the bar is off
     lines = [r.getMessage() for r in caplog.records if " of 60 (" in r.getMessage()]
     assert lines and lines[-1].startswith("step 60 of 60 (100%)") and "steps/s" in lines[-1]
+    assert lines[0].endswith("last evaluation return none yet")  # no evaluation has run before the end
