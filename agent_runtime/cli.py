@@ -40,7 +40,8 @@ class EncodersCommand:
     weights: str = "auto"
     """Weights for --show: auto, embedded, hub, none, or a checkpoint file."""
     frame_size: int = 84
-    """Frame size in pixels for the feature shapes printed by --show."""
+    """The encoder's input size in pixels for the shapes printed by --show (train's --encoder.input-size,
+    84 by default); frames are resized to it without cropping."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class RobotCommand:
     """Observation mode: pixels (camera frames + proprio) or state."""
     connect: str = "tcp://127.0.0.1:5555"
     """Endpoint of the policy server."""
-    rate_hz: float = 50.0
-    """Control rate."""
+    rate_hz: float | None = None
+    """Control rate in Hz; default: the rate the policy was trained at (one over the spec's control period)."""
     deadline_ms: float | None = None
     """Time after each tick by which the action must arrive (default 80% of the period)."""
     fallback: Fallback = "hold"
@@ -152,11 +153,13 @@ def run_encoders(cmd: EncodersCommand) -> None:
 
     print()
     size = (cmd.frame_size, cmd.frame_size)
-    encoder = FrozenEncoder(EncoderConfig(name=cmd.show, weights=cmd.weights))
+    encoder = FrozenEncoder(EncoderConfig(name=cmd.show, weights=cmd.weights, input_size=cmd.frame_size))
     print(f"{cmd.show}: data config {timm.data.resolve_model_data_config(encoder.backbone)}")
     print(f"  pooled output for {size[0]}x{size[1]} frames: {encoder.output_shape(size)}")
     for stage, info in enumerate(encoder.backbone.feature_info):  # type: ignore[arg-type]
-        spatial = FrozenEncoder(EncoderConfig(name=cmd.show, weights="none", output="spatial", stage=stage))
+        spatial = FrozenEncoder(
+            EncoderConfig(name=cmd.show, weights="none", output="spatial", stage=stage, input_size=cmd.frame_size)
+        )
         print(f"  stage {stage} (stride {info['reduction']}): {spatial.output_shape(size)}")
 
 
@@ -236,9 +239,6 @@ def run_robot(cmd: RobotCommand) -> None:
     from agent_runtime.loop import LoopConfig, run_loop
     from agent_runtime.sim_robot import SimRobot
 
-    loop_config = LoopConfig(
-        rate_hz=cmd.rate_hz, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
-    )
     client_config = ClientConfig(
         endpoint=cmd.connect,
         connect_timeout_s=cmd.connect_timeout_s,
@@ -256,13 +256,17 @@ def run_robot(cmd: RobotCommand) -> None:
         except ClientError as exc:
             raise UsageError(f"the policy server at {cmd.connect} did not accept the robot's hello: {exc}") from None
         spec_hz = 1.0 / spec.control_period_s
-        if abs(spec_hz - cmd.rate_hz) > 1e-6 * spec_hz:
+        rate_hz = spec_hz if cmd.rate_hz is None else cmd.rate_hz
+        if abs(spec_hz - rate_hz) > 1e-6 * spec_hz:
             log.warning(
                 "running at %.4g Hz, but the policy was trained at %.4g Hz (control period %.4g s)",
-                cmd.rate_hz,
+                rate_hz,
                 spec_hz,
                 spec.control_period_s,
             )
+        loop_config = LoopConfig(
+            rate_hz=rate_hz, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
+        )
         stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns = robot.episode_returns
     print(f"episode returns: {', '.join(f'{r:.1f}' for r in returns) or 'none finished'}")

@@ -22,8 +22,8 @@ class ExportConfig:
     """Export a trained policy to one ONNX file: raw observations in, bounded action out, spec inside."""
 
     run_dir: Path = Path("runs/teacher")
-    """Run directory of the policy to export: a teacher run of `agent-runtime train` (later also a
-    student run of `agent-runtime distill`)."""
+    """Run directory of the policy to export: a teacher run of `agent-runtime train` or a student run
+    of `agent-runtime distill`."""
     out: Path | None = None
     """Path of the .onnx file to write; default: policy.onnx inside run_dir. Written under a temporary
     name in the same directory and renamed only after every check passed."""

@@ -100,7 +100,7 @@ class ConvStudent(Student):
         action_high: torch.Tensor,
         channels: int = 16,
         downsample: int = 2,
-        hidden: tuple[int, ...] = (64, 64),
+        hidden: tuple[int, ...] = (48, 48),
     ) -> None:
         super().__init__(action_low, action_high)
         h, w, c = image_shape

@@ -92,6 +92,13 @@ def test_encoders_lists_the_offline_default(capsys):
     assert "PATH" in out and "hub" in out
 
 
+@pytest.mark.parametrize(("size", "stage2"), [([], "(128, 11, 11)"), (["--frame-size", "112"], "(128, 14, 14)")])
+def test_encoders_show_prints_the_shapes_training_gets(size, stage2, capsys):
+    # At train's default input size (84), not the model's native 224: what a conv neck will see.
+    assert main(["encoders", "--show", "resnet18", "--weights", "none", *size]) == 0
+    assert f"stage 2 (stride 8): {stage2}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["distill --teacher", "export --run-dir"])
 def test_distill_and_export_name_a_missing_run_directory_in_one_error_line(command, tmp_path, capsys):
     assert main([*command.split(), str(tmp_path / "nowhere")]) == 1

@@ -43,19 +43,22 @@ def test_observe_before_reset_says_so():
         robot.observe()
 
 
-def test_robot_command_drives_the_sim_with_a_served_policy(tmp_path, capsys):
+@pytest.mark.parametrize("rate", ["default", "given"])
+def test_robot_command_drives_the_sim_with_a_served_policy(rate, tmp_path, capsys, caplog):
     spec = build_spec(PRESET, "pixels")
     model = build_onnx_policy(spec, tmp_path / "policy.onnx")  # saturates: full force, episodes of a few steps
-    hz = 1 / spec.control_period_s
-    with running_server(OnnxPolicy(model)) as server:
-        argv = ["robot", "--preset", PRESET, "--connect", str(server.endpoint), "--rate-hz", str(hz), "--episodes", "2"]
-        assert main(argv) == 0
+    hz = 1 / spec.control_period_s  # 25 Hz
+    argv = ["robot", "--preset", PRESET, "--episodes", "2"] + (["--rate-hz", str(hz)] if rate == "given" else [])
+    with running_server(OnnxPolicy(model)) as server, caplog.at_level("WARNING"):
+        assert main([*argv, "--connect", str(server.endpoint)]) == 0
     served = server.stats.snapshot()  # read once the serving thread has stopped: it updates the counters
     out = capsys.readouterr().out
     returns = re.search(r"episode returns: ([\d.]+), ([\d.]+)", out)
     assert returns, out
     assert all(float(r) >= 1 for r in returns.groups())
-    assert re.search(r"loop: \d+ steps at [\d.]+ Hz; misses \d+", out)
+    achieved = re.search(r"loop: \d+ steps at ([\d.]+) Hz; misses \d+", out)
+    assert achieved and float(achieved.group(1)) <= 1.05 * hz, out  # the policy's own rate when none is given
+    assert not [r for r in caplog.records if "trained at" in r.getMessage()]
     assert served["requests"]["hello"] == 1 and served["requests"]["act"] >= 2
 
 
