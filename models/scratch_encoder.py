@@ -25,14 +25,18 @@ class ScratchConvEncoder(nn.Module):
             nn.Conv2d(channels, channels, 3, stride=1),
             nn.ReLU(),
         )
+        # Channels-last weights and inputs: oneDNN's convolutions run faster on them on CPU (measured
+        # fp32 1.4x, bfloat16 under autocast 1.5x more, BENCHMARKS.md). The function is the same.
+        self.net.to(memory_format=torch.channels_last)
         side = (image_size - 3) // 2 + 1 - 6
         self.out_features = channels * side * side
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """frames: uint8 (B, k, H, W, 3) -> float (B, 1, out_features)."""
         b, k, h, w, _ = frames.shape
-        x = frames.permute(0, 1, 4, 2, 3).reshape(b, 3 * k, h, w).float() / 255.0 - 0.5
-        return self.net(x).flatten(1).unsqueeze(1)
+        # (B, H, W, k, 3) in memory, seen as (B, 3k, H, W): channels last, frame-major channel order.
+        x = frames.permute(0, 2, 3, 1, 4).reshape(b, h, w, k * 3).permute(0, 3, 1, 2)
+        return self.net(x.float() / 255.0 - 0.5).flatten(1).unsqueeze(1)
 
 
 def shift_maps(maps: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:

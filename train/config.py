@@ -49,6 +49,11 @@ class SACConfig:
     feature_shift: int = 0
     """Random-shift augmentation of frozen spatial feature maps, in feature cells (a stride-8 cell is 8
     pixels); 0 turns it off. Costs no re-encoding: the stored maps are shifted at update time."""
+    head_precision: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the observation head (neck, and the from-scratch encoder) in updates. bfloat16 runs
+    it under torch's CPU autocast: on CPUs with AMX (Intel Sapphire Rapids and later) the from-scratch
+    encoder's update was 2.6x faster, the frozen conv neck's no faster (BENCHMARKS.md). Actor, critics,
+    acting, evaluation and export stay float32."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:

@@ -82,6 +82,14 @@ class SAC(nn.Module):
             return random_shift_features(frames, self.config.feature_shift, self.generator)
         return frames
 
+    def _head(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """The observation head at the configured update precision; float32 out either way."""
+        if self.config.head_precision == "float32":
+            return self.head(frames, proprio)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            latent = self.head(frames, proprio)
+        return latent.float()
+
     def critic_loss(self, x: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
         """Squared TD error of both critics against the shared target."""
         q1, q2 = self.critic(x, action)
@@ -100,11 +108,11 @@ class SAC(nn.Module):
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critics (and head), actor and temperature; returns metrics."""
         t = _to_torch(batch)
-        x = self.head(self._augment(t["frames"]), t["proprio"])
+        x = self._head(self._augment(t["frames"]), t["proprio"])
         with torch.no_grad():
             # A separate pass without gradients: fusing it with the pass above would make the
             # backward pass run over twice the rows (measured: the neck's matmuls dominate).
-            next_x = self.head(self._augment(t["next_frames"]), t["next_proprio"])
+            next_x = self._head(self._augment(t["next_frames"]), t["next_proprio"])
             next_sample = self.actor.sample(next_x, self.generator)
             next_q = torch.min(*self.critic_target(next_x, next_sample.action)) - self.alpha * next_sample.log_prob
             target_q = t["reward"] + t["discount"] * next_q

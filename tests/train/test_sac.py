@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from train.config import TrainConfig
@@ -142,6 +143,30 @@ def test_scratch_pixels_update_trains_the_conv_encoder():
     agent.update(_batch(shape=(84, 84, 3), dtype=np.uint8))
     changed = _changed(before, agent.head)
     assert any(k.startswith("scratch.") for k in changed)
+
+
+HEADS = [("scratch", (84, 84, 3), np.uint8), ("frozen", (8, 5, 5), np.float16)]
+
+
+@pytest.mark.parametrize(("representation", "shape", "dtype"), HEADS)
+def test_a_bfloat16_head_trains_close_to_float32_and_hands_the_critic_float32(representation, shape, dtype):
+    import dataclasses
+
+    exact = _agent(representation=representation, shape=shape, neck="conv", seed=5)
+    fast = _agent(representation=representation, shape=shape, neck="conv", seed=5)
+    fast.config = dataclasses.replace(fast.config, head_precision="bfloat16")
+    batch = _batch(shape=shape, dtype=dtype)
+    frames, proprio = torch.from_numpy(batch.frames), torch.from_numpy(batch.proprio)
+    with torch.no_grad():
+        reference, latent = exact._head(frames, proprio), fast._head(frames, proprio)
+    assert latent.dtype == torch.float32
+    assert not torch.equal(latent, reference)  # it really ran in bfloat16 ...
+    assert torch.allclose(latent, reference, atol=0.05)  # ... and lost only bfloat16's precision
+    before = _params(fast.head)
+    exact_loss, fast_loss = exact.update(batch)["loss/critic"], fast.update(batch)["loss/critic"]
+    assert fast_loss == pytest.approx(exact_loss, rel=0.05)
+    assert _changed(before, fast.head) == set(before)  # every head weight learned
+    assert all(p.dtype == torch.float32 for p in fast.head.parameters())  # the master weights stay float32
 
 
 def test_feature_shift_augments_frozen_spatial_features_only_when_asked():
