@@ -27,6 +27,12 @@ from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 log = logging.getLogger("agent_runtime")
 
 
+TRAIN_EXTRA_MODULES = frozenset(
+    {"torch", "timm", "gymnasium", "mujoco", "tensorboard", "tqdm", "imageio", "imageio_ffmpeg", "onnx"}
+)
+"""Top-level modules of the ``train`` extra: train, distill, export, demo and the simulated robot need them."""
+
+
 class UsageError(Exception):
     """A command was given something it cannot work with; the message says what to fix."""
 
@@ -341,6 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         runners[type(cmd)](cmd)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"error: this command needs the training dependencies, and {exc.name} is not installed. Install them "
+            "with `pip install '.[train]'` in the project's directory. A robot host needs only the base install "
+            "to serve policies (`agent-runtime serve`) and to drive its own robot through the Robot protocol.",
+            file=sys.stderr,
+        )
+        return 1
     except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)

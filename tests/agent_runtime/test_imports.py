@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 HEAVY = ("torch", "timm", "gymnasium", "mujoco")
 
@@ -87,3 +88,26 @@ def test_listing_commands_import_no_training_stack():
     )
     loaded = _modules_after(code)
     assert not [m for m in HEAVY if m in loaded]
+
+
+def test_a_command_that_needs_the_training_extra_says_how_to_install_it():
+    """On a base install (simulated here by hiding the training stack), no traceback: one error line."""
+    code = (
+        "import sys\n"
+        "class NotInstalled:  # finds nothing of the training stack, as on a base install\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'timm', 'gymnasium', 'mujoco', 'onnx'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "from agent_runtime.cli import main\n"
+        "codes = [main(['train', '--steps', '1', '--run-dir', sys.argv[1]]),\n"
+        "         main(['robot', '--connect', 'tcp://127.0.0.1:9', '--connect-timeout-s', '0.1'])]\n"
+        "print(codes)\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-c", code, tmp + "/run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 1]"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and "Traceback" not in done.stderr
+    assert all("pip install '.[train]'" in line and "is not installed" in line for line in errors)
