@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import tyro
 
 from agent_runtime.demo import DemoConfig
+from agent_runtime.demo_report import training_line
 from agent_runtime.loop import Fallback
 from agent_runtime.server_config import ServerConfig
 from distill.config import DistillConfig
@@ -197,9 +198,8 @@ def run_train(cfg: TrainConfig) -> None:
     summary = run(cfg)
     final = summary["final_eval"]
     print(
-        f"trained {summary['representation']} teacher on {summary['preset']}: {summary['steps']} steps in "
-        f"{summary['wall_time_s']} s ({summary['steps_per_s']} steps/s); evaluation return "
-        f"{final['mean']:.1f} +- {final['std']:.1f} over {len(final['returns'])} held-out episodes"
+        f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}); "
+        f"evaluation return {final['mean']:.1f} +- {final['std']:.1f} over {len(final['returns'])} held-out episodes"
     )
     print(f"checkpoint: {summary['checkpoint']}")
     if summary["video"]:

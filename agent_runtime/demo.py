@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.demo_report import build_report, json_ready, report_text
+from agent_runtime.demo_report import build_report, json_ready, report_text, training_line
 from distill.config import DistillConfig
 from train.config import TrainConfig, require_at_least_one
 from train.presets import DEFAULT_PRESET, get_preset
@@ -334,10 +334,7 @@ def _train(cfg: TrainConfig) -> None:
     from train.runner import run as train
 
     summary = train(cfg)
-    log.info(
-        "teacher: %d steps in %.0f s (%.1f steps/s), evaluation return %.1f",
-        summary["steps"], summary["wall_time_s"], summary["steps_per_s"], summary["final_eval"]["mean"],
-    )  # fmt: skip
+    log.info("teacher: %s), evaluation return %.1f", training_line(summary), summary["final_eval"]["mean"])
 
 
 def _distill(cfg: DistillConfig) -> None:

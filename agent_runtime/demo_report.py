@@ -39,6 +39,15 @@ def json_ready(data: Any) -> Any:
     return data
 
 
+def training_line(summary: dict[str, Any]) -> str:
+    """A training summary's steps, time and speed, saying which part ran after a resume."""
+    resumed = summary.get("resumed_at_step", 0)
+    steps = f"{summary['steps']:,} steps"
+    if resumed:
+        steps += f" ({summary['steps'] - resumed:,} after resuming at {resumed:,})"
+    return f"{steps} in {summary['wall_time_s']:.0f} s ({summary['steps_per_s']} steps/s"
+
+
 def build_report(
     config: dict[str, Any],
     teacher: dict[str, Any],
@@ -93,8 +102,7 @@ def report_text(report: dict[str, Any]) -> str:
         ("task", f"{report['preset']}; returns on {len(seeds)} held-out seeds, the same for every policy"),
         (
             "teacher training",
-            f"{training['steps']:,} steps in {training['wall_time_s']:.0f} s ({training['steps_per_s']} steps/s; "
-            f"{training['learning_steps_per_s']} while learning), {training['encoder']}",
+            f"{training_line(training)}; {training['learning_steps_per_s']} while learning), {training['encoder']}",
         ),
         ("random actions: return", _text(returns["random"])),
         ("teacher: return", _text(returns["teacher"])),

@@ -259,6 +259,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "representation": cfg.representation,
         "encoder": spec.provenance.encoder,
         "steps": state["step"],
+        "resumed_at_step": start_step,  # 0 for a run that started fresh; wall time and rates cover this run only
         "frames": state["step"] * preset.action_repeat,
         "updates": state["updates"],
         "episodes": state["episodes"],

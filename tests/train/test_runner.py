@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agent_runtime.cli import main
+from agent_runtime.demo_report import training_line
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import SACConfig, TrainConfig
 from train.envs import make_env
@@ -120,6 +121,9 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
     assert 200 <= killed_at < target
     summary = run(TrainConfig(resume=True, steps=10, run_dir=run_dir))  # fewer steps than saved: saved wins
     assert summary["steps"] == target
+    assert summary["resumed_at_step"] == killed_at  # its wall time and speed cover the resumed part only
+    resumed = f"{target:,} steps ({target - killed_at:,} after resuming at {killed_at:,})"
+    assert training_line(summary).startswith(resumed)
     assert summary["evals"][-1][0] == target
     payload = load_checkpoint(checkpoint)
     assert payload["progress"]["step"] == target
