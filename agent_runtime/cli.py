@@ -277,7 +277,8 @@ def run_robot(cmd: RobotCommand) -> None:
         returns = robot.episode_returns
     print(f"episode returns: {', '.join(f'{r:.1f}' for r in returns) or 'none finished'}")
     if returns:
-        print(f"mean return {sum(returns) / len(returns):.1f} over {len(returns)} episodes")
+        episodes = f"{len(returns)} episode" + ("s" if len(returns) > 1 else "")
+        print(f"mean return {sum(returns) / len(returns):.1f} over {episodes}")
     print(f"loop: {stats.line()}")
     print(
         f"client: {client.stats.requests} requests, {client.stats.stale_replies} late replies dropped, "

@@ -51,9 +51,9 @@ class SACConfig:
     pixels); 0 turns it off. Costs no re-encoding: the stored maps are shifted at update time."""
     head_precision: Literal["float32", "bfloat16"] = "float32"
     """Precision of the observation head (neck, and the from-scratch encoder) in updates. bfloat16 runs
-    it under torch's CPU autocast: on CPUs with AMX (Intel Sapphire Rapids and later) the from-scratch
-    encoder's update was 2.6x faster, the frozen conv neck's no faster (BENCHMARKS.md). Actor, critics,
-    acting, evaluation and export stay float32."""
+    it under torch's CPU autocast: on a 2-core CPU with AMX (Intel Sapphire Rapids) an update was
+    1.4-1.6x faster with the from-scratch encoder and 1.25-1.3x with the frozen conv neck
+    (`python -m bench.update_precision`). Actor, critics, acting, evaluation and export stay float32."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:

@@ -1,0 +1,103 @@
+"""One SAC update (batch 256) of the pixel heads, float32 against bfloat16 autocast, side by side in one run.
+
+For the from-scratch DrQ-v2 encoder, three layouts: plain NCHW float32 (the layout before channels-last),
+channels-last float32 (today's default) and channels-last under bfloat16 autocast
+(``--sac.head-precision bfloat16``). For the frozen features with the default conv neck, float32
+against bfloat16. Batches are random: the cost of an update does not depend on the values.
+
+Usage: python -m bench.update_precision [--threads 2] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from models.encoder import FrozenEncoder
+from models.scratch_encoder import ScratchConvEncoder
+from train.config import TrainConfig
+from train.envs import build_spec
+from train.presets import get_preset
+from train.replay import Batch
+from train.sac import SAC
+from train.teacher import build_learner, frame_shape, proprio_dim
+
+BATCH = 256
+
+
+def _learner(representation: str, precision: str) -> tuple[SAC, Batch]:
+    cfg = TrainConfig(representation=representation)  # type: ignore[arg-type]
+    cfg = dataclasses.replace(cfg, sac=dataclasses.replace(cfg.sac, head_precision=precision))  # type: ignore[arg-type]
+    spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
+    encoder = FrozenEncoder(dataclasses.replace(cfg.encoder, weights="none")) if representation == "frozen" else None
+    torch.manual_seed(0)
+    agent = build_learner(cfg, spec, encoder)
+    shape = (BATCH, 3, *frame_shape(cfg, spec, encoder))
+    rng = np.random.default_rng(0)
+    frames = (
+        rng.standard_normal(shape).astype(np.float16)
+        if representation == "frozen"
+        else rng.integers(0, 256, shape, dtype=np.uint8)
+    )
+    proprio = np.zeros((BATCH, proprio_dim(cfg, spec)), np.float32)
+    action = np.zeros((BATCH, spec.action.dim), np.float32)
+    batch = Batch(frames, proprio, action, np.zeros(BATCH, np.float32), np.ones(BATCH, np.float32), frames, proprio)
+    return agent, batch
+
+
+def _plain_nchw(encoder: ScratchConvEncoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The encoder's forward as it was before channels-last: contiguous NCHW weights and inputs."""
+    encoder.net.to(memory_format=torch.contiguous_format)
+
+    def forward(frames: torch.Tensor) -> torch.Tensor:
+        b, k, h, w, _ = frames.shape
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b, 3 * k, h, w).float() / 255.0 - 0.5
+        return encoder.net(x).flatten(1).unsqueeze(1)
+
+    return forward
+
+
+def _ms_per_update(agent: SAC, batch: Batch, repeats: int) -> float:
+    agent.update(batch)  # warm-up: oneDNN picks and caches its kernels
+    began = time.perf_counter()
+    for _ in range(repeats):
+        agent.update(batch)
+    return (time.perf_counter() - began) / repeats * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed updates per row (frozen rows: 10x this)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: list[tuple[str, float, float]] = []  # label, ms, ms of its float32 baseline
+    baseline = 0.0
+    for label, representation, precision, plain in [
+        ("scratch (DrQ-v2 encoder), NCHW, float32", "scratch", "float32", True),
+        ("scratch, channels-last, float32 (default)", "scratch", "float32", False),
+        ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False),
+        ("frozen stage-2 maps + conv neck, float32 (default)", "frozen", "float32", False),
+        ("frozen stage-2 maps + conv neck, bfloat16 autocast", "frozen", "bfloat16", False),
+    ]:
+        agent, batch = _learner(representation, precision)
+        if plain:
+            assert agent.head.scratch is not None
+            agent.head.scratch.forward = _plain_nchw(agent.head.scratch)  # type: ignore[method-assign, assignment]
+        ms = _ms_per_update(agent, batch, args.repeats * (10 if representation == "frozen" else 1))
+        if plain or (representation == "frozen" and precision == "float32"):
+            baseline = ms  # the first row of each head is the float32 baseline of the rows after it
+        rows.append((label, ms, baseline))
+        print(f"{label}: {ms:.1f} ms", flush=True)
+    print(f"\n| update (batch {BATCH}, {args.threads} threads) | ms | speed vs the head's first row |\n|---|---:|---:|")
+    for label, ms, base in rows:
+        print(f"| {label} | {ms:.1f} | {base / ms:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
