@@ -111,9 +111,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     source = FrameSource(cfg.representation, frames_per_obs, cfg.num_envs, encode)
     layout = ReplayLayout(
         lanes=cfg.num_envs,
-        # A step takes one slot, and an episode's end one more (its final observation beside the next
-        # episode's first), so twice the steps always fits.
-        capacity_per_lane=max(min(cfg.replay_capacity, 2 * cfg.steps) // cfg.num_envs + 2, frames_per_obs + 2),
+        capacity_per_lane=_replay_capacity(cfg, frames_per_obs, payload),
         frame_shape=frame_shape(cfg, spec, encoder),
         frame_dtype=source.frame_dtype,
         proprio_dim=proprio_dim(cfg, spec),
@@ -295,6 +293,23 @@ def _encode_function(cfg: TrainConfig, encoder: FrozenEncoder | None, spec: Poli
     return OnnxEncoder(encoder, cfg.run_dir / "encoder.onnx", (h, w), cfg.threads)
 
 
+def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None) -> int:
+    """Replay slots per lane, for the run's steps or, on resume, as its replay files were made.
+
+    A step takes one slot, and an episode's end one more (its final observation beside the next
+    episode's first), so twice the steps always fits.
+
+    A resumed run keeps the size its replay files have, even when ``--steps`` grew: the replay then
+    overwrites its oldest transitions first, as when ``--replay-capacity`` caps it.
+    """
+    steps = cfg.steps
+    if payload is not None:
+        if "replay_capacity_per_lane" in payload:
+            return int(payload["replay_capacity_per_lane"])
+        steps = int(payload["config"]["steps"])  # older checkpoints: sized from the steps the run began with
+    return max(min(cfg.replay_capacity, 2 * steps) // cfg.num_envs + 2, frames_per_obs + 2)
+
+
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
@@ -325,6 +340,7 @@ def _payload(
         "encoder": encoder.state_dict() if encoder is not None else None,
         "optimizers": agent.optimizer_state(),
         "replay": replay.state(),
+        "replay_capacity_per_lane": replay.layout.capacity_per_lane,
         "rng": {
             "numpy": rng.bit_generator.state,
             "torch": torch.get_rng_state(),

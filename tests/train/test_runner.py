@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -79,6 +80,24 @@ def test_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
         run(cfg)
     with pytest.raises(CheckpointError, match="has no checkpoint"):
         run(TrainConfig(resume=True, run_dir=tmp_path / "empty"))
+
+
+def test_a_finished_run_resumed_with_more_steps_keeps_its_replay_and_goes_on(tmp_path):
+    cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_episodes=1,
+                      eval_every=100_000, video=False, run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    first = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
+    capacity = first["replay_capacity_per_lane"]
+    assert capacity == 2 * 60 + 2
+    # Twice the steps, then again from an older checkpoint without the saved capacity.
+    summary = run(dataclasses.replace(cfg, steps=120, resume=True))
+    assert summary["steps"] == 120 and summary["resumed_at_step"] == 60
+    payload = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
+    assert payload["replay_capacity_per_lane"] == capacity  # the files keep their size; the oldest go first
+    del payload["replay_capacity_per_lane"]
+    payload["config"]["steps"] = 60  # as the run began: older checkpoints are sized from it
+    torch.save(payload, tmp_path / "r" / CHECKPOINT_NAME)
+    assert run(dataclasses.replace(cfg, steps=150, resume=True))["steps"] == 150
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
