@@ -25,9 +25,6 @@ from distill.export_config import ExportConfig, export_command
 from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 
-log = logging.getLogger("agent_runtime")
-
-
 TRAIN_EXTRA_MODULES = frozenset(
     {"torch", "timm", "gymnasium", "mujoco", "tensorboard", "tqdm", "imageio", "imageio_ffmpeg", "onnx"}
 )
@@ -198,7 +195,7 @@ def run_train(cfg: TrainConfig) -> None:
     summary = run(cfg)
     final = summary["final_eval"]
     print(
-        f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}); "
+        f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}; "
         f"evaluation return {final['mean']:.1f} +- {final['std']:.1f} over {len(final['returns'])} held-out episodes"
     )
     print(f"checkpoint: {summary['checkpoint']}")
@@ -242,7 +239,7 @@ def run_serve(cmd: ServeCommand) -> None:
 def run_robot(cmd: RobotCommand) -> None:
     """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
     from agent_runtime.client import ClientConfig, ClientError, DeadlineExceeded, PolicyClient, ServerUnavailable
-    from agent_runtime.loop import LoopConfig, run_loop
+    from agent_runtime.loop import LoopConfig, control_rate, run_loop
     from agent_runtime.sim_robot import SimRobot
 
     client_config = ClientConfig(
@@ -261,17 +258,11 @@ def run_robot(cmd: RobotCommand) -> None:
             ) from None
         except ClientError as exc:
             raise UsageError(f"the policy server at {cmd.connect} did not accept the robot's hello: {exc}") from None
-        spec_hz = 1.0 / spec.control_period_s
-        rate_hz = spec_hz if cmd.rate_hz is None else cmd.rate_hz
-        if abs(spec_hz - rate_hz) > 1e-6 * spec_hz:
-            log.warning(
-                "running at %.4g Hz, but the policy was trained at %.4g Hz (control period %.4g s)",
-                rate_hz,
-                spec_hz,
-                spec.control_period_s,
-            )
         loop_config = LoopConfig(
-            rate_hz=rate_hz, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
+            rate_hz=control_rate(spec, cmd.rate_hz),
+            deadline_ms=cmd.deadline_ms,
+            fallback=cmd.fallback,
+            duration_s=cmd.seconds,
         )
         stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns = robot.episode_returns

@@ -273,16 +273,13 @@ def drive_robot(cfg: DemoConfig) -> dict[str, Any]:
     pass. The server is stopped and joined on the way out, also on an error or Ctrl-C.
     """
     from agent_runtime.client import ClientConfig, PolicyClient
-    from agent_runtime.loop import LoopConfig, run_loop
+    from agent_runtime.loop import LoopConfig, control_rate, run_loop
     from agent_runtime.onnx_policy import OnnxPolicy
     from agent_runtime.server import ServerConfig, serve_in_thread
     from agent_runtime.sim_robot import SimRobot
 
     policy = OnnxPolicy(cfg.student_dir / "policy.onnx", threads=1)
-    spec_hz = 1.0 / policy.spec.control_period_s
-    rate_hz = spec_hz if cfg.rate_hz is None else cfg.rate_hz
-    if abs(rate_hz - spec_hz) > 1e-6 * spec_hz:
-        log.warning("driving at %.4g Hz, but the policy was trained at %.4g Hz", rate_hz, spec_hz)
+    spec_hz, rate_hz = 1.0 / policy.spec.control_period_s, control_rate(policy.spec, cfg.rate_hz)
     loop_config = LoopConfig(rate_hz=rate_hz, duration_s=cfg.robot_seconds)
     mode = "pixels" if "pixels" in policy.spec.observation_names else "state"
     with (
@@ -334,7 +331,7 @@ def _train(cfg: TrainConfig) -> None:
     from train.runner import run as train
 
     summary = train(cfg)
-    log.info("teacher: %s), evaluation return %.1f", training_line(summary), summary["final_eval"]["mean"])
+    log.info("teacher: %s, evaluation return %.1f", training_line(summary), summary["final_eval"]["mean"])
 
 
 def _distill(cfg: DistillConfig) -> None:

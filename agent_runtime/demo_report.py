@@ -39,13 +39,16 @@ def json_ready(data: Any) -> Any:
     return data
 
 
-def training_line(summary: dict[str, Any]) -> str:
-    """A training summary's steps, time and speed, saying which part ran after a resume."""
+def training_line(summary: dict[str, Any], detail: str = "") -> str:
+    """A training summary's steps, time and speed, saying which part ran after a resume.
+
+    ``detail`` goes inside the parentheses after the speed.
+    """
     resumed = summary.get("resumed_at_step", 0)
     steps = f"{summary['steps']:,} steps"
     if resumed:
         steps += f" ({summary['steps'] - resumed:,} after resuming at {resumed:,})"
-    return f"{steps} in {summary['wall_time_s']:.0f} s ({summary['steps_per_s']} steps/s"
+    return f"{steps} in {summary['wall_time_s']:.0f} s ({summary['steps_per_s']} steps/s{detail})"
 
 
 def build_report(
@@ -102,7 +105,8 @@ def report_text(report: dict[str, Any]) -> str:
         ("task", f"{report['preset']}; returns on {len(seeds)} held-out seeds, the same for every policy"),
         (
             "teacher training",
-            f"{training_line(training)}; {training['learning_steps_per_s']} while learning), {training['encoder']}",
+            training_line(training, f"; {training['learning_steps_per_s']} while learning")
+            + f", {training['encoder']}",
         ),
         ("random actions: return", _text(returns["random"])),
         ("teacher: return", _text(returns["teacher"])),

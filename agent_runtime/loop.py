@@ -25,7 +25,7 @@ import numpy as np
 
 from agent_runtime.client import ClientError
 from agent_runtime.robot import Robot
-from agent_runtime.spec import SpecError, SpecMismatchError
+from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
 from agent_runtime.stats import LatencyWindow, LogThrottle, format_counts
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,23 @@ class LoopStats:
             f"overruns {self.overruns}; latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; "
             f"jitter p50 {jit['p50_ms']:.3f} ms, p99 {jit['p99_ms']:.3f} ms, max {jit['max_ms']:.3f} ms"
         )
+
+
+def control_rate(spec: PolicySpec, rate_hz: float | None) -> float:
+    """The loop rate for a policy: ``rate_hz`` when given, else the rate it was trained at.
+
+    The trained rate is one over the spec's control period. A given rate that differs from it is
+    allowed, with a warning.
+    """
+    spec_hz = 1.0 / spec.control_period_s
+    if rate_hz is None:
+        return spec_hz
+    if abs(rate_hz - spec_hz) > 1e-6 * spec_hz:
+        log.warning(
+            "running at %.4g Hz, but the policy was trained at %.4g Hz (control period %.4g s)",
+            rate_hz, spec_hz, spec.control_period_s,
+        )  # fmt: skip
+    return rate_hz
 
 
 def run_loop(

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from agent_runtime.client import ClientConfig, DeadlineExceeded, PolicyClient
-from agent_runtime.loop import LoopConfig, run_loop
+from agent_runtime.loop import LoopConfig, control_rate, run_loop
 from agent_runtime.spec import PolicySpec, SpecMismatchError
 from tests.agent_runtime.conftest import FakePolicy, running_server, state_obs, state_spec
 
@@ -313,3 +313,15 @@ def test_loop_config_validation_names_the_field():
     with pytest.raises(ValueError, match="fallback is 'brake'"):
         LoopConfig(fallback="brake")  # type: ignore[arg-type]
     assert LoopConfig(rate_hz=50).deadline_s == pytest.approx(0.016)
+
+
+def test_the_control_rate_is_the_policy_s_own_unless_given_and_a_different_one_is_warned_of(caplog):
+    spec = state_spec()  # control period 0.01 s: trained at 100 Hz
+    with caplog.at_level("WARNING", logger="agent_runtime.loop"):
+        assert control_rate(spec, None) == pytest.approx(100.0)
+        assert control_rate(spec, 100.0) == 100.0
+        assert not caplog.records
+        assert control_rate(spec, 50.0) == 50.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "running at 50 Hz, but the policy was trained at 100 Hz (control period 0.01 s)"
+    ]
