@@ -1,9 +1,12 @@
-"""One SAC update (batch 256) of the pixel heads, float32 against bfloat16 autocast, side by side in one run.
+"""One SAC update (batch 256) of the pixel heads: layouts, precisions and shift kernels, side by side in one run.
 
-For the from-scratch DrQ-v2 encoder, three layouts: plain NCHW float32 (the layout before channels-last),
-channels-last float32 (today's default) and channels-last under bfloat16 autocast
-(``--sac.head-precision bfloat16``). For the frozen features with the default conv neck, float32
-against bfloat16. Batches are random: the cost of an update does not depend on the values.
+For the from-scratch DrQ-v2 encoder: plain NCHW float32 (the layout before channels-last) with the
+random shift as first written (replicate padding, then an element-wise crop on a float copy),
+channels-last with that shift, channels-last with today's shift (a gather of clamped source cells,
+in uint8), and the same under bfloat16 autocast (``--sac.head-precision bfloat16``). For the frozen
+features with the default conv neck: float32, bfloat16, and the feature shift
+(``--sac.feature-shift 1``) with the first and today's kernel (a row gather of channels-last cells,
+in half precision). Batches are random: the cost of an update does not depend on the values.
 
 Usage: python -m bench.update_precision [--threads 2] [--repeats 5]
 """
@@ -20,6 +23,7 @@ import torch
 
 from models.encoder import FrozenEncoder
 from models.scratch_encoder import ScratchConvEncoder
+from train import sac as sac_module
 from train.config import TrainConfig
 from train.envs import build_spec
 from train.presets import get_preset
@@ -30,9 +34,10 @@ from train.teacher import build_learner, frame_shape, proprio_dim
 BATCH = 256
 
 
-def _learner(representation: str, precision: str) -> tuple[SAC, Batch]:
+def _learner(representation: str, precision: str, feature_shift: int) -> tuple[SAC, Batch]:
     cfg = TrainConfig(representation=representation)  # type: ignore[arg-type]
-    cfg = dataclasses.replace(cfg, sac=dataclasses.replace(cfg.sac, head_precision=precision))  # type: ignore[arg-type]
+    sac = dataclasses.replace(cfg.sac, head_precision=precision, feature_shift=feature_shift)  # type: ignore[arg-type]
+    cfg = dataclasses.replace(cfg, sac=sac)
     spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
     encoder = FrozenEncoder(dataclasses.replace(cfg.encoder, weights="none")) if representation == "frozen" else None
     torch.manual_seed(0)
@@ -62,6 +67,28 @@ def _plain_nchw(encoder: ScratchConvEncoder) -> Callable[[torch.Tensor], torch.T
     return forward
 
 
+def _pad_and_crop(maps: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The random shift as first written: a replicate-padded float copy, cropped element by element."""
+    b, c, h, w = maps.shape
+    x = torch.nn.functional.pad(maps.float(), (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1)
+    cols = (dx.view(b, 1) + torch.arange(w)).view(b, 1, 1, w)
+    return x[torch.arange(b).view(b, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
+
+
+def _first_frame_shift(frames: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    b, k, h, w, c = frames.shape
+    x = _pad_and_crop(frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w), pad, generator)
+    return x.round().to(torch.uint8).view(b, k, c, h, w).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def _first_feature_shift(features: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    b, k, c, h, w = features.shape
+    return _pad_and_crop(features.reshape(b, k * c, h, w), pad, generator).view(b, k, c, h, w)
+
+
 def _ms_per_update(agent: SAC, batch: Batch, repeats: int) -> float:
     agent.update(batch)  # warm-up: oneDNN picks and caches its kernels
     began = time.perf_counter()
@@ -76,22 +103,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed updates per row (frozen rows: 10x this)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows: list[tuple[str, float, float]] = []  # label, ms, ms of its float32 baseline
-    baseline = 0.0
-    for label, representation, precision, plain in [
-        ("scratch (DrQ-v2 encoder), NCHW, float32", "scratch", "float32", True),
-        ("scratch, channels-last, float32 (default)", "scratch", "float32", False),
-        ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False),
-        ("frozen stage-2 maps + conv neck, float32 (default)", "frozen", "float32", False),
-        ("frozen stage-2 maps + conv neck, bfloat16 autocast", "frozen", "bfloat16", False),
+    rows: list[tuple[str, float, float]] = []  # label, ms, ms of its head's first row
+    head, baseline = "", 0.0
+    today = (sac_module.random_shift, sac_module.random_shift_features)
+    first = (_first_frame_shift, _first_feature_shift)
+    for label, representation, precision, plain, shifts, feature_shift in [
+        ("scratch (DrQ-v2 encoder), NCHW, float32, first shift", "scratch", "float32", True, first, 0),
+        ("scratch, channels-last, float32, first shift", "scratch", "float32", False, first, 0),
+        ("scratch, channels-last, float32 (default)", "scratch", "float32", False, today, 0),
+        ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False, today, 0),
+        ("frozen stage-2 maps + conv neck, float32 (default)", "frozen", "float32", False, today, 0),
+        ("frozen stage-2 maps + conv neck, bfloat16 autocast", "frozen", "bfloat16", False, today, 0),
+        ("frozen, feature shift 1, first shift", "frozen", "float32", False, first, 1),
+        ("frozen, feature shift 1", "frozen", "float32", False, today, 1),
     ]:
-        agent, batch = _learner(representation, precision)
+        agent, batch = _learner(representation, precision, feature_shift)
         if plain:
             assert agent.head.scratch is not None
             agent.head.scratch.forward = _plain_nchw(agent.head.scratch)  # type: ignore[method-assign, assignment]
-        ms = _ms_per_update(agent, batch, args.repeats * (10 if representation == "frozen" else 1))
-        if plain or (representation == "frozen" and precision == "float32"):
-            baseline = ms  # the first row of each head is the float32 baseline of the rows after it
+        sac_module.random_shift, sac_module.random_shift_features = shifts
+        try:
+            ms = _ms_per_update(agent, batch, args.repeats * (10 if representation == "frozen" else 1))
+        finally:
+            sac_module.random_shift, sac_module.random_shift_features = today
+        if representation != head:
+            head, baseline = representation, ms  # the first row of each head is the baseline of the rows after it
         rows.append((label, ms, baseline))
         print(f"{label}: {ms:.1f} ms", flush=True)
     print(f"\n| update (batch {BATCH}, {args.threads} threads) | ms | speed vs the head's first row |\n|---|---:|---:|")

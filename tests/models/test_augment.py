@@ -54,6 +54,23 @@ def test_random_shift_of_features_shifts_the_whole_history_by_one_offset():
     g = torch.Generator().manual_seed(2)
     features = torch.randn(5, 3, 4, 6, 6).half()
     shifted = random_shift_features(features, 1, g)
-    assert shifted.dtype == torch.float32 and shifted.shape == (5, 3, 4, 6, 6)
-    for sample, original in zip(shifted, features.float(), strict=True):
+    # Half precision stays half precision: the head converts once, with no extra copy here.
+    assert shifted.dtype == torch.float16 and shifted.shape == (5, 3, 4, 6, 6)
+    for sample, original in zip(shifted.float(), features.float(), strict=True):
         assert any(torch.equal(sample.reshape(12, 6, 6), crop) for crop in _crops(original.reshape(12, 6, 6), 1))
+
+
+def test_feature_shift_and_map_shift_agree_for_the_same_draws():
+    features = torch.randn(16, 2, 3, 5, 7)
+    by_cell = random_shift_features(features, 2, torch.Generator().manual_seed(4))
+    by_channel = shift_maps(features.reshape(16, 6, 5, 7), 2, torch.Generator().manual_seed(4))
+    assert torch.equal(by_cell.reshape(16, 6, 5, 7), by_channel)
+
+
+def test_every_offset_up_to_pad_is_drawn_and_nothing_further():
+    # A map whose cells hold their own coordinates shows the offset each sample drew.
+    h = w = 9
+    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")).float()
+    shifted = shift_maps(coords.expand(400, 2, h, w), 2, torch.Generator().manual_seed(0))
+    offsets = {(int(s[0, 4, 4]) - 4, int(s[1, 4, 4]) - 4) for s in shifted}
+    assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
