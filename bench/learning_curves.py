@@ -1,5 +1,9 @@
 """Evaluation return against environment steps for frozen-timm pixels, from-scratch pixels and state.
 
+Methods: ``frozen`` (the default frozen-timm pixel teacher), ``frozen-shift`` (the same with DrQ's
+random shift of the stored feature maps, ``--sac.feature-shift 1``), ``scratch`` (the DrQ-v2 encoder
+trained end to end) and ``state``.
+
 Trains every (task, method, seed) given, one run after another, then writes a table of the final and
 best evaluation returns and a PNG of the curves (mean over seeds, band = min..max). Runs that exist
 in --out with a summary.json are reused, so the benchmark can be built up over several sessions.
@@ -19,8 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from train.config import TrainConfig
+from train.config import SACConfig, TrainConfig
 from train.runner import run
+
+METHODS: dict[str, tuple[str, SACConfig]] = {
+    "frozen": ("frozen", SACConfig()),
+    "frozen-shift": ("frozen", SACConfig(feature_shift=1)),
+    "scratch": ("scratch", SACConfig()),
+    "state": ("state", SACConfig()),
+}
+"""Method name -> (representation, actor-critic settings)."""
 
 
 def curves(
@@ -30,6 +42,7 @@ def curves(
 
     With ``train`` off, unfinished runs are reported as far as they got (their ``evals.json``).
     """
+    representation, sac = METHODS[method]
     runs = []
     for seed in seeds:
         run_dir = out / f"{task}-{method}-s{seed}"
@@ -41,7 +54,8 @@ def curves(
         if not summary_path.exists():
             cfg = TrainConfig(
                 preset=task,
-                representation=method,  # type: ignore[arg-type]
+                representation=representation,  # type: ignore[arg-type]
+                sac=sac,
                 steps=steps,
                 seed=seed,
                 eval_every=eval_every,
@@ -58,7 +72,7 @@ def curves(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", nargs="+", default=["inverted_pendulum:30000"], help="preset:steps")
-    parser.add_argument("--method", nargs="+", default=["frozen", "scratch", "state"])
+    parser.add_argument("--method", nargs="+", default=["frozen", "scratch", "state"], choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--eval-every", type=int, default=2500)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
