@@ -18,6 +18,7 @@ import tyro
 
 from agent_runtime.demo import DemoConfig
 from agent_runtime.demo_report import training_line
+from agent_runtime.interrupts import StopRequest, raise_keyboard_interrupt, stop_signals
 from agent_runtime.loop import Fallback
 from agent_runtime.server_config import ServerConfig
 from distill.config import DistillConfig
@@ -189,10 +190,20 @@ def run_presets(cmd: PresetsCommand) -> None:
 
 
 def run_train(cfg: TrainConfig) -> None:
-    """Train a teacher and print its summary."""
-    from train.runner import run
+    """Train a teacher and print its summary; Ctrl-C or SIGTERM stops it with a checkpoint to resume from."""
+    from train.runner import TrainingStopped, run
 
-    summary = run(cfg)
+    request = StopRequest("training")
+    resume = f"continue with the same command and --resume (run directory {cfg.run_dir})"
+    try:
+        with stop_signals(request):
+            summary = run(cfg, stop=request.event)
+    except TrainingStopped as stopped:
+        print(f"stopped at step {stopped.step:,}, checkpoint saved; {resume}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {resume} to go on from the last periodic checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
     final = summary["final_eval"]
     print(
         f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}; "
@@ -288,26 +299,16 @@ def run_keys(cmd: KeysCommand) -> None:
 
 def run_demo(cfg: DemoConfig) -> None:
     """Run the demo's unfinished stages and print its report; Ctrl-C or SIGTERM leaves it resumable."""
-    import signal
-    import threading
-
     from agent_runtime.demo import REPORT_TEXT, run
 
-    def terminate(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
     # A kill unwinds like Ctrl-C, so the server thread is stopped and the message below printed.
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate) if in_main else None
     try:
-        run(cfg)
+        with stop_signals(raise_keyboard_interrupt):
+            run(cfg)
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume {cfg.out} from its last finished stage",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
     print((cfg.out / REPORT_TEXT).read_text().rstrip())
 
 

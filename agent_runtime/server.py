@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from agent_runtime.interrupts import stop_signals
 from agent_runtime.policy_server import SERVER_NAME, InferenceBackend, PolicyServer
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
 
@@ -70,9 +71,5 @@ def serve_until_signalled(server: PolicyServer) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         server.stop()
 
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals(handle):
         server.serve()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -122,7 +122,8 @@ class TrainConfig:
     run_dir: Path = Path("runs/teacher")
     """Where checkpoints, logs, the video and the summary go."""
     resume: bool = False
-    """Continue the run in run_dir from its last checkpoint (its saved config is used)."""
+    """Continue the run in run_dir from its last checkpoint (its saved config is used; a --steps above the
+    saved target extends the run, as the default 30,000 does for a shorter run)."""
     threads: int = 2
     """torch CPU threads."""
 

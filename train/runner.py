@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,27 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     payload = load_checkpoint(path)
     saved = config_from_dict(TrainConfig, payload["config"])
     resumed = dataclasses.replace(saved, steps=max(saved.steps, cfg.steps), resume=True, run_dir=cfg.run_dir)
+    if resumed.steps > saved.steps:
+        log.warning("--resume: extending %s from %d to %d steps (--steps)", cfg.run_dir, saved.steps, resumed.steps)
     return resumed, payload
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a teacher as ``cfg`` says; returns (and saves as ``summary.json``) the run summary."""
+class TrainingStopped(Exception):
+    """Training stopped when asked (Ctrl-C), after saving a checkpoint at :attr:`step` to resume from."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped at step {step} with a checkpoint saved")
+        self.step = step
+
+
+def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Train a teacher as ``cfg`` says; returns (and saves as ``summary.json``) the run summary.
+
+    Args:
+        cfg: the run.
+        stop: when set, the run saves a checkpoint at the end of the current step and raises
+            :class:`TrainingStopped`; ``--resume`` goes on from there.
+    """
     cfg, payload = _prepare(cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -239,6 +256,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             if state["step"] >= next_checkpoint:
                 save()
                 next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
+            if stop is not None and stop.is_set() and state["step"] < cfg.steps:
+                bar.close()
+                save()
+                log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)
+                raise TrainingStopped(state["step"])
         bar.close()
         elapsed = time.perf_counter() - start_time
         learning_rate = None

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from agent_runtime.demo_report import training_line
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import SACConfig, TrainConfig
 from train.envs import make_env
-from train.runner import CHECKPOINT_NAME, run
+from train.runner import CHECKPOINT_NAME, TrainingStopped, run
 from train.teacher import policy_from_checkpoint
 
 TINY = [
@@ -110,32 +111,40 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-def test_resume_after_a_kill_continues_the_step_count(tmp_path):
-    run_dir = tmp_path / "killed"
-    target = 1500  # killed on its way there; the resumed run finishes the saved target
+def _training_until_checkpoint(run_dir: Path, target: int, at_least: int) -> subprocess.Popen[str]:
+    """Start `agent-runtime train` (state SAC, tiny) in a child process; return it once a checkpoint
+    at step ``at_least`` or later exists."""
     args = ["train", "--representation", "state", "--steps", str(target), "--learning-starts", "50",
             "--batch-size", "8", "--sac.hidden", "16", "16", "--checkpoint-every", "100", "--eval-every", "100000",
             "--eval-episodes", "1", "--no-video", "--run-dir", str(run_dir)]  # fmt: skip
     code = "import sys; from agent_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     checkpoint = run_dir / CHECKPOINT_NAME
     deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            if checkpoint.exists():
-                try:
-                    if load_checkpoint(checkpoint)["progress"]["step"] >= 200:
-                        break
-                except CheckpointError:
-                    pass  # cannot happen with atomic writes, but never wait on a half file
-            if proc.poll() is not None:
-                pytest.fail(f"training exited early with {proc.returncode}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("no checkpoint at step 200 within 120 s")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    while time.monotonic() < deadline:
+        if checkpoint.exists():
+            try:
+                if load_checkpoint(checkpoint)["progress"]["step"] >= at_least:
+                    return proc
+            except CheckpointError:
+                pass  # cannot happen with atomic writes, but never wait on a half file
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    pytest.fail(f"no checkpoint at step {at_least} within 120 s")
+
+
+def test_resume_after_a_kill_continues_the_step_count(tmp_path):
+    run_dir = tmp_path / "killed"
+    target = 1500  # killed on its way there; the resumed run finishes the saved target
+    proc = _training_until_checkpoint(run_dir, target, at_least=200)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    checkpoint = run_dir / CHECKPOINT_NAME
     killed_at = load_checkpoint(checkpoint)["progress"]["step"]
     assert 200 <= killed_at < target
     summary = run(TrainConfig(resume=True, steps=10, run_dir=run_dir))  # fewer steps than saved: saved wins
@@ -148,6 +157,38 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
     assert payload["progress"]["step"] == target
     assert payload["progress"]["updates"] == target - 50 + 1  # one per step from step 50, none lost or repeated
     assert Path(summary["checkpoint"]).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_training_with_a_checkpoint_at_the_step_it_reached(tmp_path, signum):
+    run_dir = tmp_path / "stopped"
+    proc = _training_until_checkpoint(run_dir, 1500, at_least=200)
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    stopped_at = load_checkpoint(run_dir / CHECKPOINT_NAME)["progress"]["step"]
+    assert stopped_at >= 200
+    assert f"stopped at step {stopped_at:,}, checkpoint saved; continue with the same command and --resume" in err
+    assert "Traceback" not in err
+    summary = run(TrainConfig(resume=True, steps=1500, run_dir=run_dir))
+    assert summary["resumed_at_step"] == stopped_at and summary["steps"] == 1500
+
+
+def test_a_stop_request_saves_where_the_run_is_and_resume_goes_on(tmp_path):
+    cfg = TrainConfig(representation="state", steps=300, learning_starts=50, batch_size=16, eval_every=10**6,
+                      eval_episodes=1, video=False, checkpoint_every=10**6, run_dir=tmp_path / "r")  # fmt: skip
+    stop = threading.Event()
+    stop.set()  # asked before the first step: the run stops after it
+    with pytest.raises(TrainingStopped) as stopped:
+        run(cfg, stop=stop)
+    assert stopped.value.step == 1
+    assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["progress"]["step"] == 1
+    assert not (cfg.run_dir / "summary.json").exists()  # not finished, so no summary
+    summary = run(dataclasses.replace(cfg, resume=True))
+    assert summary["resumed_at_step"] == 1 and summary["steps"] == 300
 
 
 def test_replay_holds_exactly_what_the_environment_did(tmp_path):
