@@ -52,7 +52,7 @@ class SACConfig:
     head_precision: Literal["float32", "bfloat16"] = "float32"
     """Precision of the observation head (neck, and the from-scratch encoder) in updates. bfloat16 runs
     it under torch's CPU autocast: on a 2-core CPU with AMX (Intel Sapphire Rapids) an update was
-    1.4-1.6x faster with the from-scratch encoder and 1.25-1.3x with the frozen conv neck
+    1.4-2.2x faster with the from-scratch encoder and 1.0-1.3x with the frozen conv neck
     (`python -m bench.update_precision`). Actor, critics, acting, evaluation and export stay float32."""
 
     def __post_init__(self) -> None:
