@@ -191,7 +191,7 @@ def run_presets(cmd: PresetsCommand) -> None:
 
 def run_train(cfg: TrainConfig) -> None:
     """Train a teacher and print its summary; Ctrl-C or SIGTERM stops it with a checkpoint to resume from."""
-    from train.runner import TrainingStopped, run
+    from train.runner import CHECKPOINT_NAME, TrainingStopped, run
 
     request = StopRequest("training")
     resume = f"continue with the same command and --resume (run directory {cfg.run_dir})"
@@ -200,10 +200,13 @@ def run_train(cfg: TrainConfig) -> None:
             summary = run(cfg, stop=request.event)
     except TrainingStopped as stopped:
         print(f"stopped at step {stopped.step:,}, checkpoint saved; {resume}", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(request.exit_code()) from None
     except KeyboardInterrupt:
-        print(f"\ninterrupted; {resume} to go on from the last periodic checkpoint", file=sys.stderr)
-        raise SystemExit(130) from None
+        if (cfg.run_dir / CHECKPOINT_NAME).exists():
+            print(f"\ninterrupted; {resume} to go on from its last checkpoint", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first checkpoint: there is nothing to resume", file=sys.stderr)
+        raise SystemExit(request.exit_code()) from None
     final = summary["final_eval"]
     print(
         f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}; "

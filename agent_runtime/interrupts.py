@@ -8,6 +8,7 @@ then resumes from its last periodic checkpoint.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -44,20 +45,29 @@ class StopRequest:
     """A signal handler: the first signal sets :attr:`event`, a second raises ``KeyboardInterrupt``.
 
     Args:
-        what: what stops, for the message printed on the first signal ("training").
+        what: what stops, for the message written on the first signal ("training").
     """
 
     def __init__(self, what: str) -> None:
         self.event = threading.Event()
         self.what = what
+        self.signum: int | None = None
+        """The first signal received, if any."""
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         """Handle one SIGINT or SIGTERM."""
         if self.event.is_set():
             raise_keyboard_interrupt(signum, frame)
+        self.signum = signum
         self.event.set()
-        print(
+        message = (
             f"\n{signal.Signals(signum).name}: stopping {self.what} at the end of this step and saving a checkpoint; "
-            "send it again to stop at once (the run then resumes from its last periodic checkpoint)",
-            file=sys.stderr,
+            "send it again to stop at once (the run then resumes from its last periodic checkpoint)\n"
         )
+        # os.write, not print: the handler may run while the main thread is inside a write to stderr
+        # (logging, the progress bar), and a buffered writer refuses to be re-entered.
+        os.write(sys.stderr.fileno(), message.encode())
+
+    def exit_code(self) -> int:
+        """The shell's code for the signal received (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)

@@ -13,6 +13,8 @@ Observations are dicts of named arrays, matching the preset's policy spec (``bui
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import signal
 from collections import deque
 from typing import Any, SupportsFloat, cast
 
@@ -218,10 +220,24 @@ def make_vector_env(
         raise ValueError(f"num_envs is {num_envs}; it must be at least 1")
     name = preset if isinstance(preset, str) else preset.name
     get_preset(name)  # fail here, with the list of presets, not in a worker process
-    fns = [functools.partial(make_env, name, mode) for _ in range(num_envs)]
     if processes:
+        fns = [functools.partial(_make_worker_env, name, mode) for _ in range(num_envs)]
         return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    fns = [functools.partial(make_env, name, mode) for _ in range(num_envs)]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def _make_worker_env(name: str, mode: ObsMode) -> gym.Env[Any, Any]:
+    """``make_env`` in a worker process that leaves Ctrl-C to its parent.
+
+    A terminal's Ctrl-C reaches every process in the foreground group. The parent stops training at
+    a safe point and then closes its workers; a worker that died of the same Ctrl-C would break that
+    step instead. SIGTERM keeps its default, so the parent can still terminate a stuck worker.
+    gymnasium also calls this once in the parent, to read the spaces: the parent keeps its handler.
+    """
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make_env(name, mode)
 
 
 def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec:

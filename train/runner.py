@@ -239,6 +239,11 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                     owed_updates -= 1.0
                 timers["update"] += time.perf_counter() - t2
 
+            if stop is not None and stop.is_set() and state["step"] < cfg.steps:
+                bar.close()
+                save()
+                log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)
+                raise TrainingStopped(state["step"])
             if state["step"] >= next_eval and state["step"] < cfg.steps:
                 last_eval = run_eval(None).mean
                 next_eval = _next_multiple(state["step"], cfg.eval_every)
@@ -256,11 +261,6 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             if state["step"] >= next_checkpoint:
                 save()
                 next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
-            if stop is not None and stop.is_set() and state["step"] < cfg.steps:
-                bar.close()
-                save()
-                log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)
-                raise TrainingStopped(state["step"])
         bar.close()
         elapsed = time.perf_counter() - start_time
         learning_rate = None

@@ -10,13 +10,14 @@ import pytest
 from agent_runtime.interrupts import StopRequest, raise_keyboard_interrupt, stop_signals
 
 
-def test_first_signal_asks_to_stop_and_the_second_interrupts(capsys):
+def test_first_signal_asks_to_stop_and_the_second_interrupts(capfd):
     request = StopRequest("training")
-    request(signal.SIGINT, None)
-    assert request.event.is_set()
-    assert "SIGINT: stopping training at the end of this step" in capsys.readouterr().err
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        request(signal.SIGTERM, None)
+    assert request.exit_code() == 130  # no signal yet: the code of an interrupt
+    request(signal.SIGTERM, None)
+    assert request.event.is_set() and request.exit_code() == 143
+    assert "SIGTERM: stopping training at the end of this step" in capfd.readouterr().err
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        request(signal.SIGINT, None)
 
 
 def test_handlers_are_installed_for_the_block_and_restored_after():

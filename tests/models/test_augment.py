@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +24,22 @@ def test_shift_maps_takes_one_replicate_padded_crop_per_sample():
     for sample, original in zip(shifted, maps, strict=True):
         # All channels of a sample move together: the whole (C, H, W) block is one of the 9 crops.
         assert any(torch.equal(sample, crop) for crop in _crops(original, 1))
+
+
+@pytest.mark.parametrize(("h", "w", "pad"), [(5, 8, 1), (3, 11, 2), (4, 6, 5)], ids=["wide", "wider", "pad-beyond-map"])
+def test_all_three_shifts_take_padded_crops_of_non_square_maps(h, w, pad):
+    g = torch.Generator().manual_seed(h * w)
+    maps = torch.randn(12, 2, h, w)
+    for sample, original in zip(shift_maps(maps, pad, g), maps, strict=True):
+        assert any(torch.equal(sample, crop) for crop in _crops(original, pad))
+    features = torch.randn(12, 2, 3, h, w).half()
+    for sample, original in zip(random_shift_features(features, pad, g).float(), features.float(), strict=True):
+        crops = _crops(original.reshape(6, h, w), pad)
+        assert any(torch.equal(sample.reshape(6, h, w), crop) for crop in crops)
+    frames = torch.randint(0, 256, (12, 2, h, w, 3), dtype=torch.uint8, generator=g)
+    for sample, original in zip(random_shift(frames, pad, g), frames, strict=True):
+        crops = _crops(original.permute(0, 3, 1, 2).reshape(6, h, w).float(), pad)
+        assert any(torch.equal(sample.permute(0, 3, 1, 2).reshape(6, h, w).float(), crop) for crop in crops)
 
 
 def test_shift_maps_with_pad_zero_is_the_identity():

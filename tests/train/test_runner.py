@@ -111,15 +111,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-def _training_until_checkpoint(run_dir: Path, target: int, at_least: int) -> subprocess.Popen[str]:
-    """Start `agent-runtime train` (state SAC, tiny) in a child process; return it once a checkpoint
-    at step ``at_least`` or later exists."""
+def _training_until_checkpoint(run_dir: Path, target: int, at_least: int, num_envs: int = 1) -> subprocess.Popen[str]:
+    """Start `agent-runtime train` (state SAC, tiny) in a child process, in a process group of its own
+    as a terminal would; return it once a checkpoint at step ``at_least`` or later exists."""
     args = ["train", "--representation", "state", "--steps", str(target), "--learning-starts", "50",
             "--batch-size", "8", "--sac.hidden", "16", "16", "--checkpoint-every", "100", "--eval-every", "100000",
-            "--eval-episodes", "1", "--no-video", "--run-dir", str(run_dir)]  # fmt: skip
-    code = "import sys; from agent_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+            "--eval-episodes", "1", "--no-video", "--num-envs", str(num_envs), "--run-dir", str(run_dir)]  # fmt: skip
+    code = "import sys; from agent_runtime.cli import console_main; console_main()"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     checkpoint = run_dir / CHECKPOINT_NAME
     deadline = time.monotonic() + 120
@@ -159,16 +163,21 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
     assert Path(summary["checkpoint"]).exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_training_with_a_checkpoint_at_the_step_it_reached(tmp_path, signum):
+@pytest.mark.parametrize(
+    ("signum", "num_envs", "whole_group"),
+    [(signal.SIGINT, 2, True), (signal.SIGTERM, 1, False)],
+    ids=["ctrl-c-in-a-terminal-with-env-workers", "sigterm-to-the-process"],
+)
+def test_a_signal_stops_training_with_a_checkpoint_at_the_step_it_reached(tmp_path, signum, num_envs, whole_group):
     run_dir = tmp_path / "stopped"
-    proc = _training_until_checkpoint(run_dir, 1500, at_least=200)
-    proc.send_signal(signum)
+    proc = _training_until_checkpoint(run_dir, 1500, at_least=200, num_envs=num_envs)
+    # A terminal's Ctrl-C reaches every process of the group, environment workers included.
+    os.killpg(proc.pid, signum) if whole_group else proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     stopped_at = load_checkpoint(run_dir / CHECKPOINT_NAME)["progress"]["step"]
     assert stopped_at >= 200
     assert f"stopped at step {stopped_at:,}, checkpoint saved; continue with the same command and --resume" in err
