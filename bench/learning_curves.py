@@ -1,8 +1,9 @@
 """Evaluation return against environment steps for frozen-timm pixels, from-scratch pixels and state.
 
-Methods: ``frozen`` (the default frozen-timm pixel teacher), ``frozen-shift`` (the same with DrQ's
-random shift of the stored feature maps, ``--sac.feature-shift 1``), ``scratch`` (the DrQ-v2 encoder
-trained end to end) and ``state``.
+Methods: ``frozen`` (frozen-timm pixels without augmentation, ``--sac.feature-shift 0``; the default
+until 2026-12-01, and the run directories of that name), ``frozen-shift`` (the same with DrQ's random
+shift of the stored feature maps by one cell: today's default), ``scratch`` (the DrQ-v2 encoder trained
+end to end) and ``state``.
 
 Trains every (task, method, seed) given, one run after another, then writes a table of the final and
 best evaluation returns and a PNG of the curves (mean over seeds, band = min..max). Runs that exist
@@ -27,7 +28,7 @@ from train.config import SACConfig, TrainConfig
 from train.runner import run
 
 METHODS: dict[str, tuple[str, SACConfig]] = {
-    "frozen": ("frozen", SACConfig()),
+    "frozen": ("frozen", SACConfig(feature_shift=0)),
     "frozen-shift": ("frozen", SACConfig(feature_shift=1)),
     "scratch": ("scratch", SACConfig()),
     "state": ("state", SACConfig()),

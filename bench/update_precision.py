@@ -112,10 +112,10 @@ def main() -> None:
         ("scratch, channels-last, float32, first shift", "scratch", "float32", False, first, 0),
         ("scratch, channels-last, float32 (default)", "scratch", "float32", False, today, 0),
         ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False, today, 0),
-        ("frozen stage-2 maps + conv neck, float32 (default)", "frozen", "float32", False, today, 0),
-        ("frozen stage-2 maps + conv neck, bfloat16 autocast", "frozen", "bfloat16", False, today, 0),
+        ("frozen stage-2 maps + conv neck, float32, no shift", "frozen", "float32", False, today, 0),
+        ("frozen stage-2 maps + conv neck, bfloat16 autocast, no shift", "frozen", "bfloat16", False, today, 0),
         ("frozen, feature shift 1, first shift", "frozen", "float32", False, first, 1),
-        ("frozen, feature shift 1", "frozen", "float32", False, today, 1),
+        ("frozen, feature shift 1 (default)", "frozen", "float32", False, today, 1),
     ]:
         agent, batch = _learner(representation, precision, feature_shift)
         if plain:

@@ -87,11 +87,23 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     if not path.exists():
         raise CheckpointError(f"--resume: {cfg.run_dir} has no checkpoint ({path} is missing)")
     payload = load_checkpoint(path)
-    saved = config_from_dict(TrainConfig, payload["config"])
+    saved = config_from_dict(TrainConfig, _with_legacy_defaults(payload["config"]))
     resumed = dataclasses.replace(saved, steps=max(saved.steps, cfg.steps), resume=True, run_dir=cfg.run_dir)
     if resumed.steps > saved.steps:
         log.warning("--resume: extending %s from %d to %d steps (--steps)", cfg.run_dir, saved.steps, resumed.steps)
     return resumed, payload
+
+
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"sac": {"feature_shift": 0}}
+"""Settings a saved config lacks because it predates them, and the value its run trained with.
+A default changed later (the feature shift became 1 on 2026-12-01) must not change a resumed run."""
+
+
+def _with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    filled = dict(config)
+    for section, defaults in LEGACY_DEFAULTS.items():
+        filled[section] = {**defaults, **config.get(section, {})}
+    return filled
 
 
 class TrainingStopped(Exception):

@@ -186,6 +186,18 @@ def test_a_signal_stops_training_with_a_checkpoint_at_the_step_it_reached(tmp_pa
     assert summary["resumed_at_step"] == stopped_at and summary["steps"] == 1500
 
 
+def test_a_run_saved_before_the_feature_shift_existed_resumes_without_it(tmp_path):
+    cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_every=10**6,
+                      eval_episodes=1, video=False, run_dir=tmp_path / "old")  # fmt: skip
+    run(cfg)
+    path = cfg.run_dir / CHECKPOINT_NAME
+    payload = load_checkpoint(path)
+    del payload["config"]["sac"]["feature_shift"]  # as written before the option existed
+    torch.save(payload, path)
+    run(dataclasses.replace(cfg, steps=70, resume=True))
+    assert json.loads((cfg.run_dir / "config.json").read_text())["sac"]["feature_shift"] == 0
+
+
 def test_a_stop_request_saves_where_the_run_is_and_resume_goes_on(tmp_path):
     cfg = TrainConfig(representation="state", steps=300, learning_starts=50, batch_size=16, eval_every=10**6,
                       eval_episodes=1, video=False, checkpoint_every=10**6, run_dir=tmp_path / "r")  # fmt: skip

@@ -169,11 +169,12 @@ def test_a_bfloat16_head_trains_close_to_float32_and_hands_the_critic_float32(re
     assert all(p.dtype == torch.float32 for p in fast.head.parameters())  # the master weights stay float32
 
 
-def test_feature_shift_augments_frozen_spatial_features_only_when_asked():
+def test_feature_shift_augments_frozen_spatial_features_unless_turned_off():
     import dataclasses
 
     plain, shifted = _agent(shape=(8, 5, 5), neck="conv", seed=3), _agent(shape=(8, 5, 5), neck="conv", seed=3)
-    shifted.config = dataclasses.replace(shifted.config, feature_shift=1)
+    assert shifted.config.feature_shift == 1  # the default
+    plain.config = dataclasses.replace(plain.config, feature_shift=0)
     batch = _batch(shape=(8, 5, 5))
     frames = torch.from_numpy(batch.frames)
     assert torch.equal(plain._augment(frames), frames)
