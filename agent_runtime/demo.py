@@ -155,7 +155,7 @@ class DemoConfig:
             seed=self.seed,
             threads=self.threads,
             # The feature shift (on by default) is off here: on inverted_pendulum it does not speed
-            # learning (1000 at 7.5k steps on seeds 0 and 1, against 5k and 10k without), and seed 0
+            # learning (1000 at 7.5k, 7.5k, 10k steps on seeds 0-2, against 5k, 10k, 5k without), and seed 0
             # without it scores 1000 at 4-5k, well inside this 8k budget (BENCHMARKS.md).
             sac=SACConfig(feature_shift=0),
             run_dir=self.teacher_dir,

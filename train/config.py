@@ -50,8 +50,8 @@ class SACConfig:
     """Random-shift augmentation of frozen spatial feature maps, in feature cells (a stride-8 cell is 8
     pixels); 0 turns it off. Costs no re-encoding and about nothing per update: the stored maps are
     shifted at update time. Measured on reacher (3 seeds): -8 passed at 5k steps instead of 25-35k, and
-    -4.5 mean at 15k where unshifted runs were at -9.3; on inverted_pendulum 1000 at 7.5k on seeds 0 and
-    1 (unshifted: 5k and 10k). BENCHMARKS.md."""
+    -4.7 mean at 15k where unshifted runs were at -9.3; on inverted_pendulum 1000 at 7.5k, 7.5k and 10k
+    (unshifted: 5k, 10k and 5k). BENCHMARKS.md."""
     head_precision: Literal["float32", "bfloat16"] = "float32"
     """Precision of the observation head (neck, and the from-scratch encoder) in updates. bfloat16 runs
     it under torch's CPU autocast: on a 2-core CPU with AMX (Intel Sapphire Rapids) an update was
