@@ -120,9 +120,9 @@ class DemoConfig:
         if self.rate_hz is not None and not 0 < self.rate_hz <= 10_000:
             raise ValueError(f"rate_hz is {self.rate_hz}; it must be in (0, 10000] (or left out: the policy's rate)")
         train = self.train_config()
-        if train.steps <= train.learning_starts:
+        if train.target_steps <= train.learning_starts:
             raise ValueError(
-                f"train_steps is {train.steps} after scale, not above learning_starts {train.learning_starts}: "
+                f"train_steps is {train.target_steps} after scale, not above learning_starts {train.learning_starts}: "
                 "the teacher would never learn; raise --train-steps or lower --learning-starts"
             )
         self.distill_config()  # its own checks, now rather than after training
@@ -197,7 +197,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     status = stage_status(cfg)
     train, distill = cfg.train_config(), cfg.distill_config()
     _announce("train", status["train"],
-              f"{train.steps:,} steps ({train.learning_starts:,} random first), batch {train.batch_size}, "
+              f"{train.target_steps:,} steps ({train.learning_starts:,} random first), batch {train.batch_size}, "
               f"evaluation on {train.eval_episodes} episode(s) every {train.eval_every:,} steps")  # fmt: skip
     if status["train"] != "done":
         resume = status["train"] == "resume"

@@ -32,7 +32,9 @@ def test_subcommand_help_comes_from_the_config_docstrings(capsys):
     assert "--frames-dir" in out and "Write one sample camera frame per preset" in out
 
 
-@pytest.mark.parametrize("argv", [["bogus"], ["presets", "--no-such-flag"], ["presets", "--mode", "rgb"], []])
+@pytest.mark.parametrize(
+    "argv", [["bogus"], ["presets", "--no-such-flag"], ["presets", "--mode", "rgb"], ["train", "--steps", "0"], []]
+)
 def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

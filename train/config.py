@@ -14,6 +14,9 @@ from models.config import EncoderConfig
 from models.policy_kinds import NeckKind, Representation
 from train.presets import DEFAULT_PRESET, ObsMode
 
+DEFAULT_STEPS = 30_000
+"""A new run's target when --steps is not given (the issue's budget for InvertedPendulum)."""
+
 
 def require_at_least_one(config: object, names: tuple[str, ...]) -> None:
     """Raise a ``ValueError`` naming the first field of ``names`` whose value is below 1."""
@@ -94,8 +97,9 @@ class TrainConfig:
     against torch; several times faster on CPUs) or torch."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Actor-critic hyperparameters."""
-    steps: int = 30_000
-    """Environment steps to train for (policy steps summed over environments; frames = steps x action repeat)."""
+    steps: int | None = None
+    """Environment steps to train for (policy steps summed over environments; frames = steps x action repeat).
+    Unset: 30,000 for a new run; on --resume, the target the run was started with."""
     num_envs: int = 1
     """Environments collecting in parallel, one process each when more than one."""
     seed: int = 0
@@ -125,14 +129,15 @@ class TrainConfig:
     run_dir: Path = Path("runs/teacher")
     """Where checkpoints, logs, the video and the summary go."""
     resume: bool = False
-    """Continue the run in run_dir from its last checkpoint (its saved config is used; a --steps above the
-    saved target extends the run, as the default 30,000 does for a shorter run)."""
+    """Continue the run in run_dir from its last checkpoint with its saved config; a --steps given here
+    sets a new target (above the saved one it extends the run)."""
     threads: int = 2
     """torch CPU threads."""
 
     def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps is {self.steps}; it must be at least 1")
         positive = (
-            "steps",
             "num_envs",
             "batch_size",
             "n_step",
@@ -156,6 +161,11 @@ class TrainConfig:
             )
         if self.representation == "frozen" and self.neck == "conv" and self.encoder.output != "spatial":
             raise ValueError("neck 'conv' needs spatial features: set encoder.output 'spatial' or neck 'linear'")
+
+    @property
+    def target_steps(self) -> int:
+        """The steps to train for: --steps, or the default when unset (a resumed run has its saved target)."""
+        return DEFAULT_STEPS if self.steps is None else self.steps
 
     @property
     def observation_mode(self) -> ObsMode:

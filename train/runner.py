@@ -76,22 +76,37 @@ def _scale(action: np.ndarray, agent: SAC) -> np.ndarray:
 
 
 def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Check the run directory against --resume; on resume, the saved config (steps may grow)."""
+    """The config to run (its steps set) and, on --resume, the checkpoint to continue from.
+
+    A new run must not overwrite one; a resumed run keeps its saved config, and a --steps given sets a
+    new target (never below the step the run reached).
+    """
     path = cfg.run_dir / CHECKPOINT_NAME
     if not cfg.resume:
         if path.exists():
             raise ValueError(
                 f"{cfg.run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir"
             )
-        return cfg, None
+        return dataclasses.replace(cfg, steps=cfg.target_steps), None
     if not path.exists():
         raise CheckpointError(f"--resume: {cfg.run_dir} has no checkpoint ({path} is missing)")
     payload = load_checkpoint(path)
     saved = config_from_dict(TrainConfig, _with_legacy_defaults(payload["config"]))
-    resumed = dataclasses.replace(saved, steps=max(saved.steps, cfg.steps), resume=True, run_dir=cfg.run_dir)
-    if resumed.steps > saved.steps:
-        log.warning("--resume: extending %s from %d to %d steps (--steps)", cfg.run_dir, saved.steps, resumed.steps)
-    return resumed, payload
+    reached = int(payload["progress"]["step"])
+    target = saved.target_steps if cfg.steps is None else cfg.steps
+    if target < reached:
+        raise ValueError(
+            f"--resume: {cfg.run_dir} is at step {reached:,} already; --steps {target:,} is below it "
+            "(leave --steps out to finish the run's own target, or give a larger one)"
+        )
+    if reached >= target and (cfg.run_dir / "summary.json").exists():
+        raise ValueError(
+            f"--resume: {cfg.run_dir} finished its {target:,} steps; give a larger --steps to train it further"
+        )
+    if target != saved.target_steps:
+        change = "extending" if target > saved.target_steps else "shortening"
+        log.warning("--resume: %s %s from %d to %d steps (--steps)", change, cfg.run_dir, saved.target_steps, target)
+    return dataclasses.replace(saved, steps=target, resume=True, run_dir=cfg.run_dir), payload
 
 
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"sac": {"feature_shift": 0}}
@@ -190,14 +205,16 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         episode_return = np.zeros(cfg.num_envs)
         owed_updates, next_eval = 0.0, _next_multiple(state["step"], cfg.eval_every)
         next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
-        bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None)
+        bar = tqdm(
+            total=cfg.target_steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None
+        )
         last_eval = state["evals"][-1][1] if state["evals"] else float("nan")
         # Without a terminal the bar is off (a log file would fill with carriage returns): a log line
         # every PROGRESS_LOG_S tells how far the run is instead.
         next_progress_log, progress_from = time.perf_counter() + PROGRESS_LOG_S, (state["step"], time.perf_counter())
         losses: list[dict[str, float]] = []
         learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
-        while state["step"] < cfg.steps:
+        while state["step"] < cfg.target_steps:
             if state["step"] < cfg.learning_starts:
                 action = rng.uniform(-1.0, 1.0, (cfg.num_envs, spec.action.dim)).astype(np.float32)
             else:
@@ -235,7 +252,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                 evaluated = "none yet" if np.isnan(last_eval) else f"{last_eval:.1f}"
                 log.info(
                     "step %d of %d (%.0f%%), %.1f steps/s, last evaluation return %s",
-                    state["step"], cfg.steps, 100 * state["step"] / cfg.steps, rate, evaluated,
+                    state["step"], cfg.target_steps, 100 * state["step"] / cfg.target_steps, rate, evaluated,
                 )  # fmt: skip
                 progress_from = (state["step"], time.perf_counter())
                 next_progress_log = progress_from[1] + PROGRESS_LOG_S
@@ -251,12 +268,12 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                     owed_updates -= 1.0
                 timers["update"] += time.perf_counter() - t2
 
-            if stop is not None and stop.is_set() and state["step"] < cfg.steps:
+            if stop is not None and stop.is_set() and state["step"] < cfg.target_steps:
                 bar.close()
                 save()
                 log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)
                 raise TrainingStopped(state["step"])
-            if state["step"] >= next_eval and state["step"] < cfg.steps:
+            if state["step"] >= next_eval and state["step"] < cfg.target_steps:
                 last_eval = run_eval(None).mean
                 next_eval = _next_multiple(state["step"], cfg.eval_every)
             if state["step"] % 1000 < cfg.num_envs:
@@ -336,7 +353,7 @@ def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, A
     A resumed run keeps the size its replay files have, even when ``--steps`` grew: the replay then
     overwrites its oldest transitions first, as when ``--replay-capacity`` caps it.
     """
-    steps = cfg.steps
+    steps = cfg.target_steps
     if payload is not None:
         if "replay_capacity_per_lane" in payload:
             return int(payload["replay_capacity_per_lane"])

@@ -87,6 +87,8 @@ def test_a_finished_run_resumed_with_more_steps_keeps_its_replay_and_goes_on(tmp
     cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_episodes=1,
                       eval_every=100_000, video=False, run_dir=tmp_path / "r")  # fmt: skip
     run(cfg)
+    with pytest.raises(ValueError, match="finished its 60 steps; give a larger --steps"):
+        run(dataclasses.replace(cfg, steps=None, resume=True))
     first = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
     capacity = first["replay_capacity_per_lane"]
     assert capacity == 2 * 60 + 2
@@ -151,7 +153,9 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
     checkpoint = run_dir / CHECKPOINT_NAME
     killed_at = load_checkpoint(checkpoint)["progress"]["step"]
     assert 200 <= killed_at < target
-    summary = run(TrainConfig(resume=True, steps=10, run_dir=run_dir))  # fewer steps than saved: saved wins
+    with pytest.raises(ValueError, match=f"at step {killed_at:,} already; --steps 10 is below it"):
+        run(TrainConfig(resume=True, steps=10, run_dir=run_dir))
+    summary = run(TrainConfig(resume=True, run_dir=run_dir))  # no --steps: the run's own target
     assert summary["steps"] == target
     assert summary["resumed_at_step"] == killed_at  # its wall time and speed cover the resumed part only
     resumed = f"{target:,} steps ({target - killed_at:,} after resuming at {killed_at:,})"
@@ -208,8 +212,9 @@ def test_a_stop_request_saves_where_the_run_is_and_resume_goes_on(tmp_path):
     assert stopped.value.step == 1
     assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["progress"]["step"] == 1
     assert not (cfg.run_dir / "summary.json").exists()  # not finished, so no summary
-    summary = run(dataclasses.replace(cfg, resume=True))
-    assert summary["resumed_at_step"] == 1 and summary["steps"] == 300
+    summary = run(dataclasses.replace(cfg, steps=200, resume=True))  # a new target, short of the saved 300
+    assert summary["resumed_at_step"] == 1 and summary["steps"] == 200
+    assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["config"]["steps"] == 200
 
 
 def test_replay_holds_exactly_what_the_environment_did(tmp_path):
