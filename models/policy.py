@@ -23,7 +23,8 @@ class ObservationHead(nn.Module):
         history: frames per observation (``k``).
         frame_shape: one stored frame: encoder features ``(D,)`` or ``(C, h, w)``; a camera frame
             ``(H, W, 3)``; or a state vector ``(S,)``.
-        proprio_dim: length of the proprio vector joined after the neck (0 for none).
+        proprio_dim: length of the proprio vector joined after the neck; 0 joins none, so that a head
+            can ignore the proprio it is given (an ablation).
         latent_dim: the neck's output size.
         neck: ``linear`` or ``conv`` (spatial features only).
         last_stage: the encoder's last stage, trained with the neck (fine-tuning; ``frozen`` only).
@@ -62,10 +63,18 @@ class ObservationHead(nn.Module):
             self.neck = ConvNeck(history, (c, h, w), latent_dim)
         else:
             self.neck = LinearNeck(history * math.prod(frame_shape), latent_dim)
+        self.proprio_dim = proprio_dim
         self.out_dim = int(self.neck.latent_dim) + proprio_dim
 
     def forward(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """frames: (B, k, *frame_shape), proprio: float (B, P) -> float (B, out_dim)."""
+        """frames: (B, k, *frame_shape), proprio: float (B, P) -> float (B, out_dim).
+
+        P is ``proprio_dim``, or anything when that is 0: the proprio is then left out.
+        """
+        if proprio.shape[-1] != self.proprio_dim:
+            if self.proprio_dim != 0:
+                raise ValueError(f"proprio has {proprio.shape[-1]} values; this head joins {self.proprio_dim}")
+            proprio = proprio[..., :0]  # sliced, not dropped: an exported graph keeps its proprio input
         x = self.scratch(frames) if self.scratch is not None else frames.float()
         if self.last_stage is not None:
             b, k = x.shape[:2]

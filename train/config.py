@@ -88,6 +88,9 @@ class TrainConfig:
     pooled embeddings with the linear neck 129 after 30k (BENCHMARKS.md)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84, output="spatial", stage=2))
     """The frozen vision encoder (representation 'frozen' only)."""
+    proprio: bool = True
+    """Join the robot's own joint readings (the preset's proprio) to the features after the neck. Off,
+    the policy acts from camera frames alone (an ablation; the proprio input stays in the spec, unused)."""
     finetune_last_stage: bool = False
     """Fine-tune the encoder's last stage (encoder.stage) with the critic loss, at sac.encoder_lr: RL
     fine-tuning of the pretrained model. The frozen stages before it still run once per step and the
@@ -155,6 +158,8 @@ class TrainConfig:
             raise ValueError(f"learning_starts is {self.learning_starts}; it must not be negative")
         if self.representation not in ("frozen", "scratch", "state"):
             raise ValueError(f"representation is {self.representation!r}; use frozen, scratch or state")
+        if not self.proprio and self.representation == "state":
+            raise ValueError("proprio off needs a pixel representation (frozen or scratch): state has no proprio")
         if self.finetune_last_stage and (self.representation != "frozen" or self.encoder.output != "spatial"):
             raise ValueError(
                 "finetune_last_stage needs representation 'frozen' with encoder.output 'spatial' (a stage's map)"

@@ -26,8 +26,13 @@ def history(cfg: TrainConfig, spec: PolicySpec) -> int:
 
 
 def proprio_dim(cfg: TrainConfig, spec: PolicySpec) -> int:
-    """Length of the proprio vector joined after the neck (0 for a state vector)."""
+    """Length of the proprio vector the environment gives and the replay stores (0 for a state vector)."""
     return 0 if cfg.representation == "state" else spec.observation("proprio").shape[0]
+
+
+def joined_proprio_dim(cfg: TrainConfig, spec: PolicySpec) -> int:
+    """Length of the proprio joined after the neck: all of it, or none with ``proprio`` off."""
+    return proprio_dim(cfg, spec) if cfg.proprio else 0
 
 
 def frame_shape(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> tuple[int, ...]:
@@ -57,7 +62,7 @@ def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None
         cfg.representation,
         history(cfg, spec),
         frame_shape(cfg, spec, encoder),
-        proprio_dim(cfg, spec),
+        joined_proprio_dim(cfg, spec),
         cfg.sac.latent_dim,
         cfg.neck,
         last_stage,

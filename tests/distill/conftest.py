@@ -42,5 +42,15 @@ def pixel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pixel_run_without_proprio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As ``pixel_run``, trained with ``proprio`` off: the policy ignores the spec's proprio input."""
+    run_dir = tmp_path_factory.mktemp("no-proprio") / "run"
+    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=0)
+    sac = SACConfig(hidden=(16, 16), latent_dim=16)
+    run(_tiny(run_dir, encoder=encoder, encoder_runtime="torch", sac=sac, proprio=False))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def state_observations() -> dict[str, np.ndarray]:
     return collect_observations("inverted_pendulum", "state", 256, seed=3)

@@ -96,6 +96,19 @@ def test_the_runtime_server_backend_accepts_the_file(pixel_export):
     assert action.shape == (2, 1)
 
 
+def test_a_teacher_trained_without_proprio_keeps_the_input_the_spec_names(pixel_run_without_proprio, tmp_path):
+    out = tmp_path / "no-proprio.onnx"
+    summary = run_export(
+        ExportConfig(run_dir=pixel_run_without_proprio, out=out, collect_with="random", latency_calls=5)
+    )
+    assert summary["inputs"]["proprio"] == ["float32", ["batch", 2]]  # the contract holds; the graph ignores it
+    assert summary["parity"]["max_abs_diff"] <= PARITY_ATOL
+    session = cpu_session(out, threads=1)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 84, 84, 9), dtype=np.uint8)
+    actions = [session.run(None, {"pixels": pixels, "proprio": np.full((2, 2), v, np.float32)})[0] for v in (0, 9)]
+    np.testing.assert_array_equal(*actions)
+
+
 def test_state_teacher_export_with_its_own_actions(state_run, tmp_path):
     out = tmp_path / "state.onnx"
     summary = run_export(ExportConfig(run_dir=state_run, out=out, latency_calls=50))

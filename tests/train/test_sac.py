@@ -28,11 +28,11 @@ def _spec(mode="pixels"):
     return build_spec("inverted_pendulum", mode)
 
 
-def _agent(representation="frozen", seed=0, shape=(16,), neck="linear") -> SAC:
+def _agent(representation="frozen", seed=0, shape=(16,), neck="linear", proprio=True) -> SAC:
     from models.config import EncoderConfig
 
     encoder_cfg = EncoderConfig(output="spatial" if len(shape) == 3 else "pooled")
-    cfg = TrainConfig(representation=representation, seed=seed, neck=neck, encoder=encoder_cfg)
+    cfg = TrainConfig(representation=representation, seed=seed, neck=neck, encoder=encoder_cfg, proprio=proprio)
     torch.manual_seed(seed)
     mode = "state" if representation == "state" else "pixels"
     encoder: Any = _Encoder(shape) if representation == "frozen" else None
@@ -215,3 +215,17 @@ def test_fine_tuning_needs_spatial_frozen_features():
         TrainConfig(representation="state", finetune_last_stage=True)
     with pytest.raises(ValueError, match="finetune_last_stage needs"):
         TrainConfig(encoder=EncoderConfig(output="pooled"), neck="linear", finetune_last_stage=True)
+
+
+def test_proprio_off_acts_from_frames_alone():
+    agent = _agent(proprio=False)
+    head = agent.head
+    assert head.out_dim == head.neck.latent_dim  # nothing joined after the neck
+    frames = torch.randn(4, 3, 16)
+    same = head(frames, torch.zeros(4, 2)), head(frames, torch.randn(4, 2))  # the spec's proprio, ignored
+    assert torch.equal(*same)
+    assert np.isfinite(agent.update(_batch())["loss/critic"])  # the replay still stores the proprio
+    with pytest.raises(ValueError, match="proprio has 3 values; this head joins 2"):
+        _agent().head(frames, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="proprio off needs a pixel representation"):
+        TrainConfig(representation="state", proprio=False)
