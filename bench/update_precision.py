@@ -6,9 +6,11 @@ channels-last with that shift, channels-last with today's shift (a gather of cla
 in uint8), and the same under bfloat16 autocast (``--sac.head-precision bfloat16``). For the frozen
 features with the default conv neck: float32, bfloat16, and the feature shift
 (``--sac.feature-shift 1``) with the first and today's kernel (a row gather of channels-last cells,
-in half precision). Batches are random: the cost of an update does not depend on the values.
+in half precision). For ``--finetune-last-stage``: the encoder's stage 2 trained on the stored
+stage-1 maps, in float32 and bfloat16. Batches are random: the cost of an update does not depend on
+the values.
 
-Usage: python -m bench.update_precision [--threads 2] [--repeats 5]
+Usage: python -m bench.update_precision [--threads 2] [--repeats 5] [--heads scratch frozen finetune]
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from models.encoder import FrozenEncoder
 from models.scratch_encoder import ScratchConvEncoder
 from train import sac as sac_module
 from train.config import TrainConfig
@@ -29,17 +30,18 @@ from train.envs import build_spec
 from train.presets import get_preset
 from train.replay import Batch
 from train.sac import SAC
-from train.teacher import build_learner, frame_shape, proprio_dim
+from train.teacher import build_encoder, build_learner, frame_shape, proprio_dim
 
 BATCH = 256
+HEADS = ("scratch", "frozen", "finetune")
 
 
-def _learner(representation: str, precision: str, feature_shift: int) -> tuple[SAC, Batch]:
-    cfg = TrainConfig(representation=representation)  # type: ignore[arg-type]
+def _learner(representation: str, precision: str, feature_shift: int, finetune: bool) -> tuple[SAC, Batch]:
+    cfg = TrainConfig(representation=representation, finetune_last_stage=finetune)  # type: ignore[arg-type]
     sac = dataclasses.replace(cfg.sac, head_precision=precision, feature_shift=feature_shift)  # type: ignore[arg-type]
-    cfg = dataclasses.replace(cfg, sac=sac)
+    cfg = dataclasses.replace(cfg, sac=sac, encoder=dataclasses.replace(cfg.encoder, weights="none"))
     spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
-    encoder = FrozenEncoder(dataclasses.replace(cfg.encoder, weights="none")) if representation == "frozen" else None
+    encoder = build_encoder(cfg)
     torch.manual_seed(0)
     agent = build_learner(cfg, spec, encoder)
     shape = (BATCH, 3, *frame_shape(cfg, spec, encoder))
@@ -101,13 +103,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed updates per row (frozen rows: 10x this)")
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS), help="which rows to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[tuple[str, float, float]] = []  # label, ms, ms of its head's first row
     head, baseline = "", 0.0
     today = (sac_module.random_shift, sac_module.random_shift_features)
     first = (_first_frame_shift, _first_feature_shift)
-    for label, representation, precision, plain, shifts, feature_shift in [
+    for label, kind, precision, plain, shifts, feature_shift in [
         ("scratch (DrQ-v2 encoder), NCHW, float32, first shift", "scratch", "float32", True, first, 0),
         ("scratch, channels-last, float32, first shift", "scratch", "float32", False, first, 0),
         ("scratch, channels-last, float32 (default)", "scratch", "float32", False, today, 0),
@@ -116,18 +119,23 @@ def main() -> None:
         ("frozen stage-2 maps + conv neck, bfloat16 autocast, no shift", "frozen", "bfloat16", False, today, 0),
         ("frozen, feature shift 1, first shift", "frozen", "float32", False, first, 1),
         ("frozen, feature shift 1 (default)", "frozen", "float32", False, today, 1),
+        ("fine-tuned stage 2 on stage-1 maps + conv neck, float32", "finetune", "float32", False, today, 1),
+        ("fine-tuned stage 2, bfloat16 autocast", "finetune", "bfloat16", False, today, 1),
     ]:
-        agent, batch = _learner(representation, precision, feature_shift)
+        if kind not in args.heads:
+            continue
+        representation = "scratch" if kind == "scratch" else "frozen"
+        agent, batch = _learner(representation, precision, feature_shift, finetune=kind == "finetune")
         if plain:
             assert agent.head.scratch is not None
             agent.head.scratch.forward = _plain_nchw(agent.head.scratch)  # type: ignore[method-assign, assignment]
         sac_module.random_shift, sac_module.random_shift_features = shifts
         try:
-            ms = _ms_per_update(agent, batch, args.repeats * (10 if representation == "frozen" else 1))
+            ms = _ms_per_update(agent, batch, args.repeats * (10 if kind == "frozen" else 1))
         finally:
             sac_module.random_shift, sac_module.random_shift_features = today
-        if representation != head:
-            head, baseline = representation, ms  # the first row of each head is the baseline of the rows after it
+        if kind != head:
+            head, baseline = kind, ms  # the first row of each head is the baseline of the rows after it
         rows.append((label, ms, baseline))
         print(f"{label}: {ms:.1f} ms", flush=True)
     print(f"\n| update (batch {BATCH}, {args.threads} threads) | ms | speed vs the head's first row |\n|---|---:|---:|")
