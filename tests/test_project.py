@@ -33,3 +33,21 @@ def test_base_install_is_runtime_only():
     requires = importlib.metadata.requires("agent-runtime") or []
     base = {re.split(r"[<>=\[ ;]", r)[0].lower() for r in requires if "extra ==" not in r}
     assert base == {"numpy", "pyzmq", "onnxruntime", "msgpack", "tyro", "typing-extensions"}
+
+
+BENCH_SCRIPTS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if '__name__ == "__main__"' in p.read_text())
+
+
+def test_every_bench_script_imports_and_explains_itself(monkeypatch, capsys):
+    import importlib
+
+    import pytest
+
+    assert len(BENCH_SCRIPTS) >= 7
+    for name in BENCH_SCRIPTS:
+        module = importlib.import_module(f"bench.{name}")
+        monkeypatch.setattr("sys.argv", [f"bench.{name}", "--help"])
+        with pytest.raises(SystemExit) as done:
+            module.main()
+        assert done.value.code == 0, name
+        assert "usage:" in capsys.readouterr().out, name
