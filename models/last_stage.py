@@ -31,7 +31,9 @@ class TrainableStage(nn.Module):
 
     def __init__(self, blocks: nn.Module) -> None:
         super().__init__()
-        self.blocks = blocks
+        # Channels-last: on CPU an update with the stage took 2.4 s in it against 5.4 s in NCHW
+        # (batch 256, 2 threads; the depthwise convolutions' backward gains most).
+        self.blocks = blocks.to(memory_format=torch.channels_last)
         self.blocks.eval()
 
     def train(self, mode: bool = True) -> TrainableStage:
@@ -41,8 +43,8 @@ class TrainableStage(nn.Module):
         return self
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Maps of the stage before, float (N, C_in, h_in, w_in) -> float (N, C, h, w)."""
-        return self.blocks(maps)
+        """Maps of the stage before, float (N, C_in, h_in, w_in) -> float (N, C, h, w), channels-last."""
+        return self.blocks(maps.contiguous(memory_format=torch.channels_last))
 
 
 def split_last_stage(config: EncoderConfig) -> tuple[EncoderConfig, TrainableStage]:

@@ -52,5 +52,15 @@ def pixel_run_without_proprio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def finetuned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher with a fine-tuned last stage: stage 1 frozen, stage 2 part of the head."""
+    run_dir = tmp_path_factory.mktemp("finetuned") / "run"
+    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=2)
+    sac = SACConfig(hidden=(16, 16), latent_dim=16)
+    run(_tiny(run_dir, encoder=encoder, encoder_runtime="torch", sac=sac, finetune_last_stage=True))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def state_observations() -> dict[str, np.ndarray]:
     return collect_observations("inverted_pendulum", "state", 256, seed=3)

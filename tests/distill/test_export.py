@@ -109,6 +109,13 @@ def test_a_teacher_trained_without_proprio_keeps_the_input_the_spec_names(pixel_
     np.testing.assert_array_equal(*actions)
 
 
+def test_a_teacher_with_a_fine_tuned_stage_exports_with_parity(finetuned_run, tmp_path):
+    out = tmp_path / "finetuned.onnx"
+    summary = run_export(ExportConfig(run_dir=finetuned_run, out=out, collect_with="random", latency_calls=5))
+    assert summary["parity"]["max_abs_diff"] <= PARITY_ATOL
+    assert set(summary["inputs"]) == {"pixels", "proprio"}
+
+
 def test_state_teacher_export_with_its_own_actions(state_run, tmp_path):
     out = tmp_path / "state.onnx"
     summary = run_export(ExportConfig(run_dir=state_run, out=out, latency_calls=50))
