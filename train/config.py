@@ -94,7 +94,8 @@ class TrainConfig:
     finetune_last_stage: bool = False
     """Fine-tune the encoder's last stage (encoder.stage) with the critic loss, at sac.encoder_lr: RL
     fine-tuning of the pretrained model. The frozen stages before it still run once per step and the
-    replay stores their maps. Off by default: it costs a stage's forward and backward pass per update."""
+    replay stores their maps. Off by default: the stage's forward and backward pass in every update made
+    it 74x slower on a 2-core CPU (2.7 s against 36 ms, BENCHMARKS.md)."""
     encoder_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     """Where the frozen encoder runs while collecting: onnxruntime (exported once per run and checked
     against torch; several times faster on CPUs) or torch."""
