@@ -30,35 +30,32 @@ def state_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def _pixel_run(factory: pytest.TempPathFactory, name: str, stage: int = 0, **fields: Any) -> Path:
+    """A tiny frozen-pixel run: the encoder as trained by default (tf_efficientnet_lite0 at the frame
+    size, conv neck), cut at ``stage`` and with random weights to keep the test fast; export does not
+    care which."""
+    run_dir = factory.mktemp(name) / "run"
+    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=stage)
+    sac = SACConfig(hidden=(16, 16), latent_dim=16)
+    run(_tiny(run_dir, representation="frozen", encoder=encoder, encoder_runtime="torch", sac=sac, **fields))
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def pixel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("pixels") / "run"
-    # The frozen encoder as trained by default (tf_efficientnet_lite0 at the frame size, conv neck),
-    # cut at stage 0 and with random weights to keep the test fast; export does not care which.
-    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=0)
-    sac = SACConfig(hidden=(16, 16), latent_dim=16)
-    run(_tiny(run_dir, representation="frozen", encoder=encoder, encoder_runtime="torch", sac=sac))
-    return run_dir
+    return _pixel_run(tmp_path_factory, "pixels")
 
 
 @pytest.fixture(scope="session")
 def pixel_run_without_proprio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """As ``pixel_run``, trained with ``proprio`` off: the policy ignores the spec's proprio input."""
-    run_dir = tmp_path_factory.mktemp("no-proprio") / "run"
-    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=0)
-    sac = SACConfig(hidden=(16, 16), latent_dim=16)
-    run(_tiny(run_dir, encoder=encoder, encoder_runtime="torch", sac=sac, proprio=False))
-    return run_dir
+    return _pixel_run(tmp_path_factory, "no-proprio", proprio=False)
 
 
 @pytest.fixture(scope="session")
 def finetuned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher with a fine-tuned last stage: stage 1 frozen, stage 2 part of the head."""
-    run_dir = tmp_path_factory.mktemp("finetuned") / "run"
-    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=2)
-    sac = SACConfig(hidden=(16, 16), latent_dim=16)
-    run(_tiny(run_dir, encoder=encoder, encoder_runtime="torch", sac=sac, finetune_last_stage=True))
-    return run_dir
+    return _pixel_run(tmp_path_factory, "finetuned", stage=2, finetune_last_stage=True)
 
 
 @pytest.fixture(scope="session")
