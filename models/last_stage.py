@@ -31,8 +31,8 @@ class TrainableStage(nn.Module):
 
     def __init__(self, blocks: nn.Module) -> None:
         super().__init__()
-        # Channels-last: on CPU an update with the stage took 2.4 s in it against 5.4 s in NCHW
-        # (batch 256, 2 threads; the depthwise convolutions' backward gains most).
+        # Channels-last: on CPU an update with the stage took 2.7 s in it against 4.9 s in NCHW
+        # (batch 256, 2 threads; python -m bench.update_precision --heads finetune).
         self.blocks = blocks.to(memory_format=torch.channels_last)
         self.blocks.eval()
 
