@@ -139,9 +139,9 @@ class TrainConfig:
     """torch CPU threads."""
 
     def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps is {self.steps}; it must be at least 1")
+        unset_or_positive = () if self.steps is None else ("steps",)
         positive = (
+            *unset_or_positive,
             "num_envs",
             "batch_size",
             "n_step",
