@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from train.config import SACConfig, TrainConfig
-from train.runner import run
+from train.runner import CHECKPOINT_NAME, SUMMARY_NAME, run
 
 METHODS: dict[str, tuple[str, SACConfig]] = {
     "frozen": ("frozen", SACConfig(feature_shift=0)),
@@ -47,7 +47,7 @@ def curves(
     runs = []
     for seed in seeds:
         run_dir = out / f"{task}-{method}-s{seed}"
-        summary_path = run_dir / "summary.json"
+        summary_path = run_dir / SUMMARY_NAME
         if not train and not summary_path.exists():
             if (run_dir / "evals.json").exists():
                 runs.append(json.loads((run_dir / "evals.json").read_text())["evals"])
@@ -63,7 +63,7 @@ def curves(
                 checkpoint_every=eval_every,
                 run_dir=run_dir,
                 threads=threads,
-                resume=(run_dir / "checkpoints" / "latest.pt").exists(),
+                resume=(run_dir / CHECKPOINT_NAME).exists(),
             )
             run(cfg)
         runs.append(json.loads(summary_path.read_text())["evals"])

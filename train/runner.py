@@ -38,6 +38,8 @@ from train.teacher import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoints/latest.pt"
+SUMMARY_NAME = "summary.json"
+"""Written when a run finishes (its final evaluation done); a run directory without it is unfinished."""
 PROGRESS_LOG_S = 30.0
 """Seconds between progress log lines when there is no terminal for the progress bar."""
 
@@ -99,7 +101,7 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
             f"--resume: {cfg.run_dir} is at step {reached:,} already; --steps {target:,} is below it "
             "(leave --steps out to finish the run's own target, or give a larger one)"
         )
-    if reached >= target and (cfg.run_dir / "summary.json").exists():
+    if reached >= target and (cfg.run_dir / SUMMARY_NAME).exists():
         raise ValueError(
             f"--resume: {cfg.run_dir} finished its {target:,} steps; give a larger --steps to train it further"
         )
@@ -322,7 +324,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         "video": str(video_path) if video_path else None,
         "tensorboard": str(cfg.run_dir / "tb"),
     }
-    _write_json(cfg.run_dir / "summary.json", summary)
+    _write_json(cfg.run_dir / SUMMARY_NAME, summary)
     return summary
 
 
