@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +42,6 @@ BENCH_SCRIPTS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if '__name_
 
 
 def test_every_bench_script_imports_and_explains_itself(monkeypatch, capsys):
-    import importlib
-
-    import pytest
-
     assert len(BENCH_SCRIPTS) >= 7
     for name in BENCH_SCRIPTS:
         module = importlib.import_module(f"bench.{name}")
