@@ -79,7 +79,7 @@ def free_endpoint() -> str:
 def serving(student: Student, max_batch: int, threads: int, log: Path) -> Iterator[str]:
     """`agent-runtime serve` for the student in a subprocess; yields its endpoint once it answers hello."""
     endpoint = free_endpoint()
-    cmd = [sys.executable, "-m", "agent_runtime.cli", "serve", "--model", str(student.model), "--endpoint", endpoint]
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(student.model), "--endpoint", endpoint]
     cmd += ["--max-batch", str(max_batch), "--threads", str(threads), "--log-every-s", "0", "--no-watch"]
     with log.open("a") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

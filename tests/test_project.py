@@ -29,7 +29,8 @@ def test_ci_runs_the_readme_install_and_test_commands_word_for_word():
 def test_packages_are_listed_explicitly():
     pyproject = (ROOT / "pyproject.toml").read_text()
     (listed,) = re.findall(r"^packages = \[(.*)\]$", pyproject, flags=re.M)
-    assert sorted(name.strip(' "') for name in listed.split(",")) == ["agent_runtime", "distill", "models", "train"]
+    names = sorted(name.strip(' "') for name in listed.split(","))
+    assert names == ["agent_runtime", "distill", "models", "pipeline", "train"]
 
 
 def test_base_install_is_runtime_only():

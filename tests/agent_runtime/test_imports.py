@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "agent_runtime"
 HEAVY = ("torch", "timm", "gymnasium", "mujoco")
 
 
@@ -16,31 +18,24 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-RUNTIME_MODULES = (
-    "agent_runtime",
-    "agent_runtime.spec",
-    "agent_runtime.cli",
-    "agent_runtime.protocol",
-    "agent_runtime.server",
-    "agent_runtime.server_config",
-    "agent_runtime.policy_server",
-    "agent_runtime.client",
-    "agent_runtime.loop",
-    "agent_runtime.robot",
-    "agent_runtime.onnx_policy",
-    "agent_runtime.keys",
-    "agent_runtime.stats",
-    # The demo runs train and distill, importing them only inside its stages.
-    "agent_runtime.demo",
-    "agent_runtime.demo_report",
-    # The simulated robot needs the training extra, but only once a SimRobot is made.
-    "agent_runtime.sim_robot",
-)
+RUNTIME_MODULES = ("agent_runtime", *sorted(f"agent_runtime.{p.stem}" for p in RUNTIME_DIR.glob("[!_]*.py")))
+"""Every module of the runtime: a new one is checked without being listed."""
+
+PIPELINE_MODULES = ("pipeline", "pipeline.cli", "pipeline.demo", "pipeline.demo_report")
+"""The console script and the demo import train and distill only inside the stages that run them."""
 
 
 def test_runtime_imports_no_training_stack():
+    assert len(RUNTIME_MODULES) > 10
     loaded = _modules_after("import " + ", ".join(RUNTIME_MODULES))
     assert set(RUNTIME_MODULES) <= loaded
+    assert not [m for m in (*HEAVY, "onnx") if m in loaded]
+    assert not [m for m in loaded if m.split(".")[0] in ("models", "train", "distill", "pipeline", "tyro")]
+
+
+def test_the_console_script_and_the_demo_import_no_training_stack():
+    loaded = _modules_after("import " + ", ".join(PIPELINE_MODULES))
+    assert set(PIPELINE_MODULES) <= loaded
     assert not [m for m in (*HEAVY, "onnx") if m in loaded]
 
 
@@ -77,7 +72,7 @@ def test_serving_and_driving_a_robot_import_no_training_stack():
 def test_listing_commands_import_no_training_stack():
     code = (
         "import contextlib, io\n"
-        "from agent_runtime.cli import main\n"
+        "from pipeline.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['presets']) == 0\n"
         "    assert main(['encoders']) == 0\n"
@@ -99,7 +94,7 @@ def test_a_command_that_needs_the_training_extra_says_how_to_install_it():
         "        if name.split('.')[0] in ('torch', 'timm', 'gymnasium', 'mujoco', 'onnx'):\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, NotInstalled())\n"
-        "from agent_runtime.cli import main\n"
+        "from pipeline.cli import main\n"
         "codes = [main(['train', '--steps', '1', '--run-dir', sys.argv[1]]),\n"
         "         main(['robot', '--connect', 'tcp://127.0.0.1:9', '--connect-timeout-s', '0.1'])]\n"
         "print(codes)\n"

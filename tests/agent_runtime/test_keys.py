@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from agent_runtime.cli import main
 from agent_runtime.keys import KeyFileError, create_keypair, load_keypair, load_public_key
+from pipeline.cli import main
 from tests.agent_runtime.conftest import FakePolicy, running_server, state_spec
 
 

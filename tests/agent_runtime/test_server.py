@@ -448,7 +448,7 @@ def read_lines(stream, lines: queue.Queue[str]) -> None:
 def test_serve_command_answers_then_shuts_down_cleanly_on_signal(tmp_path, peer_factory, signum):
     spec = state_spec()
     model = build_onnx_policy(spec, tmp_path / "policy.onnx")
-    cmd = [sys.executable, "-m", "agent_runtime.cli", "serve", "--model", str(model), "--endpoint", "tcp://127.0.0.1:*"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(model), "--endpoint", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=read_lines, args=(proc.stdout, lines), daemon=True).start()

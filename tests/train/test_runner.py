@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from agent_runtime.cli import main
-from agent_runtime.demo_report import training_line
+from pipeline.cli import main
+from pipeline.demo_report import training_line
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import SACConfig, TrainConfig
 from train.envs import make_env
@@ -119,7 +119,7 @@ def _training_until_checkpoint(run_dir: Path, target: int, at_least: int, num_en
     args = ["train", "--representation", "state", "--steps", str(target), "--learning-starts", "50",
             "--batch-size", "8", "--sac.hidden", "16", "16", "--checkpoint-every", "100", "--eval-every", "100000",
             "--eval-episodes", "1", "--no-video", "--num-envs", str(num_envs), "--run-dir", str(run_dir)]  # fmt: skip
-    code = "import sys; from agent_runtime.cli import console_main; console_main()"
+    code = "import sys; from pipeline.cli import console_main; console_main()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.DEVNULL,

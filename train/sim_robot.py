@@ -2,8 +2,8 @@
 
 Observations come from ``train.envs.make_env``, the one place environments are built, so the served
 policy sees exactly what it saw in training: rendered, stacked camera frames plus proprio, or the
-state vector. This is the only runtime module that needs the training extra (gymnasium, MuJoCo); it
-imports it when a ``SimRobot`` is made, so the rest of the runtime stays installable on a robot host.
+state vector. It lives beside the environments it wraps, in the training layer, because it needs the
+training extra (gymnasium, MuJoCo); a real robot implements the same protocol with the runtime alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agent_runtime.spec import PolicySpec
+from train.envs import build_spec, make_env
 
 
 class SimRobot:
@@ -25,8 +26,6 @@ class SimRobot:
     """
 
     def __init__(self, preset: str, mode: str = "pixels", seed: int = 0) -> None:
-        from train.envs import build_spec, make_env
-
         self._spec = build_spec(preset, mode)  # type: ignore[arg-type]
         self._env: Any = make_env(preset, mode)  # type: ignore[arg-type]
         self._seed: int | None = seed

@@ -9,8 +9,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from agent_runtime.cli import main
 from agent_runtime.spec import PolicySpec
+from pipeline.cli import main
 from train.envs import build_spec
 from train.presets import PRESETS
 

@@ -8,11 +8,11 @@ import socket
 import numpy as np
 import pytest
 
-from agent_runtime.cli import RobotCommand, main
 from agent_runtime.onnx_policy import OnnxPolicy
-from agent_runtime.sim_robot import SimRobot
+from pipeline.cli import RobotCommand, main
 from tests.agent_runtime.conftest import build_onnx_policy, running_server
 from train.envs import build_spec
+from train.sim_robot import SimRobot
 
 PRESET = "inverted_pendulum"
 

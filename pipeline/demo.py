@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.demo_report import build_report, json_ready, report_text, training_line
 from distill.config import DistillConfig
+from pipeline.demo_report import build_report, json_ready, report_text, training_line
 from train.config import SACConfig, TrainConfig, require_at_least_one
 from train.presets import DEFAULT_PRESET, get_preset
 
@@ -280,7 +280,7 @@ def drive_robot(cfg: DemoConfig) -> dict[str, Any]:
     from agent_runtime.loop import LoopConfig, control_rate, run_loop
     from agent_runtime.onnx_policy import OnnxPolicy
     from agent_runtime.server import ServerConfig, serve_in_thread
-    from agent_runtime.sim_robot import SimRobot
+    from train.sim_robot import SimRobot
 
     policy = OnnxPolicy(cfg.student_dir / "policy.onnx", threads=1)
     spec_hz, rate_hz = 1.0 / policy.spec.control_period_s, control_rate(policy.spec, cfg.rate_hz)

@@ -16,13 +16,13 @@ from typing import Annotated, Any
 
 import tyro
 
-from agent_runtime.demo import DemoConfig
-from agent_runtime.demo_report import training_line
 from agent_runtime.interrupts import StopRequest, raise_keyboard_interrupt, stop_signals
 from agent_runtime.loop import Fallback
 from agent_runtime.server_config import ServerConfig
 from distill.config import DistillConfig
 from distill.export_config import ExportConfig, export_command
+from pipeline.demo import DemoConfig
+from pipeline.demo_report import training_line
 from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 
@@ -254,7 +254,7 @@ def run_robot(cmd: RobotCommand) -> None:
     """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
     from agent_runtime.client import ClientConfig, ClientError, DeadlineExceeded, PolicyClient, ServerUnavailable
     from agent_runtime.loop import LoopConfig, control_rate, run_loop
-    from agent_runtime.sim_robot import SimRobot
+    from train.sim_robot import SimRobot
 
     client_config = ClientConfig(
         endpoint=cmd.connect,
@@ -302,7 +302,7 @@ def run_keys(cmd: KeysCommand) -> None:
 
 def run_demo(cfg: DemoConfig) -> None:
     """Run the demo's unfinished stages and print its report; Ctrl-C or SIGTERM leaves it resumable."""
-    from agent_runtime.demo import REPORT_TEXT, run
+    from pipeline.demo import REPORT_TEXT, run
 
     # A kill unwinds like Ctrl-C, so the server thread is stopped and the message below printed.
     try:
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a user error (unknown preset, missing file) prints one ``error:`` line and returns 1.
     """
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for package in ("agent_runtime", "models", "train", "distill"):
+    for package in ("agent_runtime", "models", "train", "distill", "pipeline"):
         logging.getLogger(package).setLevel(logging.INFO)
     cmd = tyro.cli(
         Command,

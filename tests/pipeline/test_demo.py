@@ -11,9 +11,9 @@ import pytest
 
 import distill.runner
 import train.runner
-from agent_runtime.cli import main
-from agent_runtime.demo import MARKER, DemoConfig, stage_status
-from agent_runtime.demo_report import json_ready
+from pipeline.cli import main
+from pipeline.demo import MARKER, DemoConfig, stage_status
+from pipeline.demo_report import json_ready
 
 # Training learns for 60 steps at batch 16; distillation runs two iterations of 64 steps; the robot
 # drives one episode (an untrained pendulum falls within a second) or 3 s at the policy's 25 Hz.
@@ -25,13 +25,13 @@ TINY = [
 
 
 def _stage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent_runtime.demo" and "stage" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.demo" and "stage" in r.getMessage()]
     caplog.clear()
     return lines
 
 
 def test_demo_end_to_end_resumes_from_the_last_finished_stage(tmp_path, monkeypatch, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="agent_runtime.demo")
+    caplog.set_level(logging.INFO, logger="pipeline.demo")
     out = tmp_path / "demo"
     argv = ["demo", *TINY, "--out", str(out)]
 
