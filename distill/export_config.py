@@ -1,7 +1,7 @@
 """Configuration of ``agent-runtime export``: a plain frozen dataclass, importable without torch.
 
 The CLI derives the subcommand's flags from :class:`ExportConfig` (each field's docstring is its
-help text) and hands it to :func:`export_command`, which imports the heavy stack only when it runs.
+help text) and hands it to :func:`distill.export.run_export`, imported only when the export runs.
 """
 
 from __future__ import annotations
@@ -57,10 +57,3 @@ class ExportConfig:
     def output_path(self) -> Path:
         """Where the ONNX file goes: ``out``, or ``policy.onnx`` inside ``run_dir``."""
         return self.out if self.out is not None else self.run_dir / DEFAULT_ONNX_NAME
-
-
-def export_command(cfg: ExportConfig) -> None:
-    """Run the export and print its summary: the body of the CLI's ``export`` subcommand."""
-    from distill.export import run_export, summary_text
-
-    print(summary_text(run_export(cfg)))

@@ -20,7 +20,7 @@ from agent_runtime.interrupts import StopRequest, raise_keyboard_interrupt, stop
 from agent_runtime.loop import Fallback
 from agent_runtime.server_config import ServerConfig
 from distill.config import DistillConfig
-from distill.export_config import ExportConfig, export_command
+from distill.export_config import ExportConfig
 from pipeline.demo import DemoConfig
 from pipeline.demo_report import training_line
 from train.config import TrainConfig
@@ -231,6 +231,13 @@ def run_distill(cfg: DistillConfig) -> None:
     print(f"report: {cfg.run_dir / REPORT_NAME}")
 
 
+def run_export(cfg: ExportConfig) -> None:
+    """Export a run's policy to ONNX, checked for parity with torch, and print the export's summary."""
+    from distill import export
+
+    print(export.summary_text(export.run_export(cfg)))
+
+
 def run_serve(cmd: ServeCommand) -> None:
     """Load the policy, serve it until SIGINT/SIGTERM, and print the final statistics."""
     import threading
@@ -335,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         EncodersCommand: run_encoders,
         PresetsCommand: run_presets,
         DistillConfig: run_distill,
-        ExportConfig: export_command,
+        ExportConfig: run_export,
         ServeCommand: run_serve,
         RobotCommand: run_robot,
         KeysCommand: run_keys,

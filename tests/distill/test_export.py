@@ -22,6 +22,7 @@ from distill.export import export_policy, run_export, summary_text
 from distill.export_config import ExportConfig
 from distill.onnx_contract import weights_sha256
 from distill.parity import PARITY_ATOL
+from pipeline.cli import main
 from train.onnx_io import ONNX_OPSET, cpu_session
 from train.runner import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
@@ -123,6 +124,17 @@ def test_state_teacher_export_with_its_own_actions(state_run, tmp_path):
     assert summary["parity"]["max_abs_diff"] <= PARITY_ATOL
     assert summary["inputs"] == {"state": ["float32", ["batch", 4]]}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_export_subcommand_prints_the_summary(state_run, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--run-dir", str(state_run), "--out", str(out), "--latency-calls", "0"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert out.is_file()
+    assert printed[0].startswith(f"exported sac-state on inverted_pendulum to {out} (")
+    assert printed[1] == "inputs: state float32 ('batch', 4); output: action float32 (batch, 1)"
+    assert printed[2].startswith("parity: onnxruntime matches torch within ")
+    assert printed[3].startswith("weights sha256: ") and len(printed) == 4  # no latency line: --latency-calls 0
 
 
 def test_weights_hash_follows_its_definition():
