@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from train.config import SACConfig, TrainConfig
-from train.runner import CHECKPOINT_NAME, SUMMARY_NAME, run
+from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.runner import run
 
 METHODS: dict[str, tuple[str, SACConfig]] = {
     "frozen": ("frozen", SACConfig(feature_shift=0)),

@@ -12,7 +12,7 @@ from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError
 from train.envs import build_spec
 from train.presets import ObsMode
-from train.runner import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
 
 

@@ -25,6 +25,7 @@ from pipeline.demo import DemoConfig
 from pipeline.demo_report import training_line
 from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
+from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 
 TRAIN_EXTRA_MODULES = frozenset(
     {"torch", "timm", "gymnasium", "mujoco", "tensorboard", "tqdm", "imageio", "imageio_ffmpeg", "onnx"}
@@ -191,7 +192,7 @@ def run_presets(cmd: PresetsCommand) -> None:
 
 def run_train(cfg: TrainConfig) -> None:
     """Train a teacher and print its summary; Ctrl-C or SIGTERM stops it with a checkpoint to resume from."""
-    from train.runner import CHECKPOINT_NAME, TrainingStopped, run
+    from train.runner import TrainingStopped, run
 
     request = StopRequest("training")
     resume = f"continue with the same command and --resume (run directory {cfg.run_dir})"
@@ -216,7 +217,7 @@ def run_train(cfg: TrainConfig) -> None:
     if summary["video"]:
         print(f"video: {summary['video']}")
     print(f"tensorboard: {summary['tensorboard']}")
-    print(f"summary: {cfg.run_dir / 'summary.json'}")
+    print(f"summary: {cfg.run_dir / SUMMARY_NAME}")
 
 
 def run_distill(cfg: DistillConfig) -> None:

@@ -36,6 +36,7 @@ from distill.config import DistillConfig
 from pipeline.demo_report import build_report, json_ready, report_text, training_line
 from train.config import SACConfig, TrainConfig, require_at_least_one
 from train.presets import DEFAULT_PRESET, get_preset
+from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     log.info("stage 4/4 report: writing %s", cfg.out / REPORT_TEXT)
     report = build_report(
         cfg.to_dict(),
-        _read_json(cfg.teacher_dir / "summary.json"),
+        _read_json(cfg.teacher_dir / SUMMARY_NAME),
         _read_json(cfg.student_dir / "report.json"),
         _read_json(cfg.out / ROBOT_RESULT),
         stages,
@@ -239,9 +240,9 @@ def stage_status(cfg: DemoConfig) -> dict[str, str]:
     Training resumes when it has a checkpoint but no summary; the others start over unless finished.
     A stage whose input is about to be made again is not finished either: its result would be stale.
     """
-    if (cfg.teacher_dir / "summary.json").is_file():
+    if (cfg.teacher_dir / SUMMARY_NAME).is_file():
         train = "done"
-    elif (cfg.teacher_dir / "checkpoints" / "latest.pt").is_file():
+    elif (cfg.teacher_dir / CHECKPOINT_NAME).is_file():
         train = "resume"
     else:
         train = "start"
@@ -254,10 +255,10 @@ def artifacts(cfg: DemoConfig) -> dict[str, str]:
     """Where every artifact of the demo is (or will be), by name."""
     teacher, student = cfg.teacher_dir, cfg.student_dir
     return {
-        "teacher_checkpoint": str(teacher / "checkpoints" / "latest.pt"),
+        "teacher_checkpoint": str(teacher / CHECKPOINT_NAME),
         "teacher_video": str(teacher / "eval.mp4"),
         "tensorboard": str(teacher / "tb"),
-        "teacher_summary": str(teacher / "summary.json"),
+        "teacher_summary": str(teacher / SUMMARY_NAME),
         "student_onnx": str(student / "policy.onnx"),
         "teacher_onnx": str(student / "teacher.onnx"),
         "student_video": str(student / "student.mp4"),

@@ -24,6 +24,7 @@ from train.frames import Encode, FrameSource, torch_encode
 from train.metrics import TensorBoardWriter
 from train.presets import get_preset
 from train.replay import Replay, ReplayLayout
+from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.sac import SAC
 from train.teacher import (
     build_encoder,
@@ -37,9 +38,6 @@ from train.teacher import (
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoints/latest.pt"
-SUMMARY_NAME = "summary.json"
-"""Written when a run finishes (its final evaluation done); a run directory without it is unfinished."""
 PROGRESS_LOG_S = 30.0
 """Seconds between progress log lines when there is no terminal for the progress bar."""
 

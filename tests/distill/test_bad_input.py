@@ -18,7 +18,7 @@ from distill.errors import ExportError, ParityError
 from distill.export import export_policy, run_export
 from distill.export_config import ExportConfig
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from train.runner import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
 
 

@@ -19,7 +19,7 @@ from distill.export_config import ExportConfig
 from distill.runner import REPORT_NAME, run
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from train.runner import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME
 
 TINY = DistillConfig(iterations=2, steps_per_iteration=64, updates_per_iteration=5, batch_size=16, eval_episodes=2,
                      latency_calls=10, hidden=(16, 16), channels=8, video=False)  # fmt: skip

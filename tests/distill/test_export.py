@@ -24,7 +24,7 @@ from distill.onnx_contract import weights_sha256
 from distill.parity import PARITY_ATOL
 from pipeline.cli import main
 from train.onnx_io import ONNX_OPSET, cpu_session
-from train.runner import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from distill.export import export_policy
 from distill.latency import onnx_latency, parameter_counts
-from train.runner import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
 
 

@@ -21,7 +21,8 @@ from pipeline.demo_report import training_line
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import SACConfig, TrainConfig
 from train.envs import make_env
-from train.runner import CHECKPOINT_NAME, TrainingStopped, run
+from train.run_files import CHECKPOINT_NAME
+from train.runner import TrainingStopped, run
 from train.teacher import policy_from_checkpoint
 
 TINY = [
