@@ -1,6 +1,7 @@
-"""The agent runtime: the policy spec, and (as they arrive) the wire protocol, server, client and loop.
+"""The agent runtime, what a robot host runs: the policy spec, the wire protocol, server, client and loop.
 
-Imports only numpy, pyzmq, onnxruntime and msgpack, so a robot host can install just the runtime.
+Imports only numpy, pyzmq, onnxruntime and msgpack, and no other package of this project, so a robot
+host can install just the runtime. The ``agent-runtime`` command lives above every stage, in ``pipeline``.
 """
 
 from agent_runtime.spec import (
