@@ -55,10 +55,11 @@ def shift_indices(b: int, h: int, w: int, pad: int, generator: torch.Generator |
     Returns:
         int64 ``(b, h * w)``: for each sample, the flat index ``row * w + col`` each output cell reads.
     """
-    dx = torch.randint(-pad, pad + 1, (b,), generator=generator)
-    dy = torch.randint(-pad, pad + 1, (b,), generator=generator)
-    rows = (dy.view(b, 1) + torch.arange(h)).clamp_(0, h - 1)
-    cols = (dx.view(b, 1) + torch.arange(w)).clamp_(0, w - 1)
+    device = generator.device if generator is not None else None  # drawn where the generator lives
+    dx = torch.randint(-pad, pad + 1, (b,), generator=generator, device=device)
+    dy = torch.randint(-pad, pad + 1, (b,), generator=generator, device=device)
+    rows = (dy.view(b, 1) + torch.arange(h, device=device)).clamp_(0, h - 1)
+    cols = (dx.view(b, 1) + torch.arange(w, device=device)).clamp_(0, w - 1)
     return (rows.view(b, h, 1) * w + cols.view(b, 1, w)).view(b, h * w)
 
 
@@ -108,10 +109,14 @@ def random_shift_features(features: torch.Tensor, pad: int, generator: torch.Gen
         generator: random source, for reproducibility.
 
     Returns:
-        (B, k, C, h, w), shifted, of the input's dtype.
+        (B, k, C, h, w), shifted, of the input's dtype: a view of channels-last memory (B, h, w, k, C).
     """
     b, k, c, h, w = features.shape
     cells = shift_indices(b, h, w, pad, generator).to(features.device)
     rows = (torch.arange(b, device=features.device).view(b, 1) * (h * w) + cells).view(-1)
-    by_cell = features.reshape(b, k * c, h * w).transpose(1, 2).reshape(b * h * w, k * c)
-    return by_cell.index_select(0, rows).view(b, h * w, k * c).transpose(1, 2).reshape(b, k, c, h, w)
+    # A view when the maps are channels-last already, as the replay gives them (train.replay); a copy
+    # otherwise. The result stays channels-last, (B, h, w, k, C) in memory: turning either layout into
+    # the other is a strided half-precision copy, 3-15 ms per batch here, and the conv neck reads
+    # channels-last maps as they are.
+    by_cell = features.permute(0, 3, 4, 1, 2).reshape(b * h * w, k * c)
+    return by_cell.index_select(0, rows).view(b, h, w, k, c).permute(0, 3, 4, 1, 2)

@@ -25,11 +25,13 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: Path, payload: dict[str, Any], kind: str = CHECKPOINT_KIND) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same directory, then rename.
 
+    Tensors on a GPU are saved as CPU tensors (:func:`on_cpu`).
+
     A reader (or a crash) never sees a half-written file: ``path`` holds either the old checkpoint
     or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": kind, **payload}
+    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": kind, **on_cpu(payload)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -40,6 +42,21 @@ def save_checkpoint(path: Path, payload: dict[str, Any], kind: str = CHECKPOINT_
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (through dicts, lists and tuples) on the CPU.
+
+    Checkpoints are device-neutral: a run trained on a GPU resumes, distills and exports on a machine
+    without one.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(on_cpu(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: Path, kind: str = CHECKPOINT_KIND) -> dict[str, Any]:

@@ -6,6 +6,7 @@ its help text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,16 @@ from train.presets import DEFAULT_PRESET, ObsMode
 
 DEFAULT_STEPS = 30_000
 """A new run's target when --steps is not given (the issue's budget for InvertedPendulum)."""
+
+
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, or cuda:N for the N-th GPU"
+_DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str, field: str = "device") -> None:
+    """Raise a ``ValueError`` naming ``field`` when ``name`` is not a device this project takes."""
+    if not _DEVICE_FORM.fullmatch(name):
+        raise ValueError(f"{field} is {name!r}; use {DEVICE_HELP}")
 
 
 def require_at_least_one(config: object, names: tuple[str, ...]) -> None:
@@ -111,7 +122,8 @@ class TrainConfig:
     batch_size: int = 256
     """Transitions per gradient update."""
     updates_per_step: float = 1.0
-    """Gradient updates per environment step (the update-to-data ratio)."""
+    """Gradient updates per environment step (the update-to-data ratio). 0.5 is DrQ-v2's schedule, one
+    update every second step: it halves the learner's work per step (BENCHMARKS.md has its speed and learning)."""
     n_step: int = 1
     """Steps summed into each TD target. Measured on inverted_pendulum: 3 (DrQ-v2's choice) kept state
     SAC at 363 after 30k steps where 1 solved it by 15k; from pixels both reached 1000 by 5k (BENCHMARKS.md)."""
@@ -137,6 +149,11 @@ class TrainConfig:
     sets a new target (above the saved one it extends the run)."""
     threads: int = 2
     """torch CPU threads."""
+    device: str = "auto"
+    """Where the learner trains (networks, batches, updates): auto (CUDA when available, else the CPU),
+    cpu, cuda, or cuda:N. Collection and evaluation act on the CPU with a copy of the policy; on a GPU the
+    frozen encoder runs there too (onnxruntime's CUDA provider where onnxruntime-gpu is installed, else
+    torch). Checkpoints are device-neutral: a run resumes, distills and exports on any device."""
 
     def __post_init__(self) -> None:
         unset_or_positive = () if self.steps is None else ("steps",)
@@ -153,6 +170,7 @@ class TrainConfig:
             "threads",
         )
         require_at_least_one(self, positive)
+        check_device_name(self.device)
         if self.updates_per_step <= 0:
             raise ValueError(f"updates_per_step is {self.updates_per_step}; it must be positive")
         if self.learning_starts < 0:

@@ -8,6 +8,7 @@ the feature level, per environment lane, so no frame is ever encoded twice.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -20,14 +21,27 @@ Encode = Callable[[np.ndarray], np.ndarray]
 """uint8 frames (N, H, W, 3) -> float features (N, ...): a frozen encoder, in torch or onnxruntime."""
 
 
-def torch_encode(encoder: FrozenEncoder) -> Encode:
-    """The frozen encoder as an :data:`Encode` function running in torch."""
+def torch_encode(encoder: FrozenEncoder, device: torch.device | None = None) -> Encode:
+    """The frozen encoder as an :data:`Encode` function running in torch, on ``device`` (its own by default).
+
+    On another device it runs a copy, so ``encoder`` itself stays where it is (a checkpoint saves it).
+    """
+    module = encoder if device is None or device == encoder.scale.device else copy.deepcopy(encoder).to(device)
+    on = module.scale.device
 
     def encode(frames: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return encoder(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+            return module(torch.from_numpy(np.ascontiguousarray(frames)).to(on)).cpu().numpy()
 
     return encode
+
+
+FRAME_DTYPES: dict[str, str] = {"frozen": "float16", "scratch": "uint8", "state": "float32"}
+
+
+def frame_dtype(representation: Representation) -> str:
+    """Dtype of a stored frame: half-precision features, uint8 camera frames, or float32 state vectors."""
+    return FRAME_DTYPES[representation]
 
 
 class FrameSource:
@@ -48,8 +62,8 @@ class FrameSource:
 
     @property
     def frame_dtype(self) -> str:
-        """Dtype of a stored frame."""
-        return {"frozen": "float16", "scratch": "uint8", "state": "float32"}[self.representation]
+        """Dtype of a stored frame (:func:`frame_dtype`)."""
+        return frame_dtype(self.representation)
 
     def frames(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The newest frame of each observation in a batch: (B, *frame_shape)."""

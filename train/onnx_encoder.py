@@ -33,9 +33,17 @@ class OnnxEncoder:
         path: where to write the ONNX file.
         frame_hw: (H, W) of the frames it will see.
         threads: onnxruntime intra-op threads.
+        cuda_device: run on this GPU (onnxruntime's CUDA provider) instead of the CPU.
     """
 
-    def __init__(self, encoder: FrozenEncoder, path: Path, frame_hw: tuple[int, int], threads: int) -> None:
+    def __init__(
+        self,
+        encoder: FrozenEncoder,
+        path: Path,
+        frame_hw: tuple[int, int],
+        threads: int,
+        cuda_device: int | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = torch.randint(0, 256, (4, *frame_hw, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         try:
@@ -43,7 +51,7 @@ class OnnxEncoder:
         except OnnxExportError as exc:
             raise RuntimeError(f"{exc}; or train with --encoder-runtime torch") from exc
         onnx.save(model, str(path))
-        self.session = cpu_session(path, threads)
+        self.session = cpu_session(path, threads, cuda_device)
         with torch.no_grad():
             expected = encoder(probe).numpy()
         worst = float(np.abs(self(probe.numpy()) - expected).max())

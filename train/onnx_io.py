@@ -15,6 +15,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime as ort
@@ -76,12 +77,24 @@ def export_onnx(
     return onnx.load_from_string(buffer.getvalue())
 
 
-def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session on ``threads`` intra-op threads that do not spin while idle."""
+def onnx_cuda_available() -> bool:
+    """Whether this onnxruntime can run on a GPU (the ``onnxruntime-gpu`` build is installed)."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def cpu_session(path: Path, threads: int, cuda_device: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session on ``threads`` intra-op threads that do not spin while idle.
+
+    With ``cuda_device`` the session runs on that GPU through the CUDA provider (falling back to the
+    CPU for any operator the provider lacks).
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Idle onnxruntime threads spin by default, burning the cores a torch update (or a robot's
     # control loop) needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if cuda_device is not None:
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_device}))
+    return ort.InferenceSession(str(path), options, providers=providers)

@@ -1,4 +1,4 @@
-"""The training loop: collect, update, evaluate, checkpoint, log. It computes no loss itself."""
+"""The training loop: a collector and a learner, and the schedule between them. It computes no loss itself."""
 
 from __future__ import annotations
 
@@ -16,63 +16,26 @@ from tqdm import tqdm
 
 from agent_runtime.spec import PolicySpec
 from models.encoder import FrozenEncoder
+from train.acting import ActingPolicy, EpisodePolicyOf
+from train.allocator import keep_freed_memory
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.collector import LocalCollector
 from train.config import TrainConfig
-from train.envs import build_spec, make_vector_env
+from train.device import resolve_device
+from train.envs import build_spec
 from train.evaluate import EvalResult, eval_seeds, evaluate
-from train.frames import Encode, FrameSource, torch_encode
+from train.frames import Encode, frame_dtype, torch_encode
+from train.learner import Learner
 from train.metrics import TensorBoardWriter
+from train.onnx_io import onnx_cuda_available
 from train.presets import get_preset
-from train.replay import Replay, ReplayLayout
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
-from train.sac import SAC
-from train.teacher import (
-    build_encoder,
-    build_learner,
-    config_from_dict,
-    config_to_dict,
-    frame_shape,
-    history,
-    proprio_dim,
-)
+from train.teacher import build_encoder, config_from_dict, config_to_dict, history
 
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_S = 30.0
 """Seconds between progress log lines when there is no terminal for the progress bar."""
-
-
-class LearnerPolicy:
-    """The learner's deterministic policy, acting episode by episode through its own frame history."""
-
-    def __init__(self, agent: SAC, representation: Any, history: int, encode: Encode | None) -> None:
-        self.agent = agent
-        self.source = FrameSource(representation, history, lanes=1, encode=encode)
-        self._first = True
-
-    def reset(self) -> None:
-        """A new episode: the next frame starts a fresh history."""
-        self._first = True
-
-    def __call__(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """The scaled deterministic action for one observation."""
-        batch = {k: v[None] for k, v in observation.items()}
-        frame = self.source.frames(batch)
-        if self._first:
-            self.source.reset_lanes(np.array([0]), frame)
-            self._first = False
-        else:
-            self.source.push(frame)
-        action = self.agent.act(
-            torch.from_numpy(self.source.stacked()), torch.from_numpy(FrameSource.proprio(batch)), deterministic=True
-        )
-        return _scale(action, self.agent)[0]
-
-
-def _scale(action: np.ndarray, agent: SAC) -> np.ndarray:
-    """Actions in [-1, 1] to the action bounds, by the actor's own mapping (the one export carries)."""
-    with torch.no_grad():
-        return agent.actor.scale(torch.from_numpy(action)).numpy()
 
 
 def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -106,7 +69,8 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     if target != saved.target_steps:
         change = "extending" if target > saved.target_steps else "shortening"
         log.warning("--resume: %s %s from %d to %d steps (--steps)", change, cfg.run_dir, saved.target_steps, target)
-    return dataclasses.replace(saved, steps=target, resume=True, run_dir=cfg.run_dir), payload
+    # The device is this machine's, not the saved one: a run trained on a GPU resumes on a CPU.
+    return dataclasses.replace(saved, steps=target, resume=True, run_dir=cfg.run_dir, device=cfg.device), payload
 
 
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"sac": {"feature_shift": 0}}
@@ -132,12 +96,18 @@ class TrainingStopped(Exception):
 def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]:
     """Train a teacher as ``cfg`` says; returns (and saves as ``summary.json``) the run summary.
 
+    The loop connects a collector (environments, rendering, the frozen encoder) and a learner (the
+    replay and SAC, on ``cfg.device``) and owns the schedule: how many updates follow each step,
+    when the collector gets new weights, evaluations, checkpoints and progress.
+
     Args:
         cfg: the run.
         stop: when set, the run saves a checkpoint at the end of the current step and raises
             :class:`TrainingStopped`; ``--resume`` goes on from there.
     """
     cfg, payload = _prepare(cfg)
+    device = resolve_device(cfg.device)
+    keep_freed_memory()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     preset = get_preset(cfg.preset)
@@ -149,41 +119,56 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         spec = spec.with_provenance(encoder=cfg.encoder.describe() + tuned, policy=f"sac-{cfg.representation}")
     else:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
-    agent = build_learner(cfg, spec, encoder)
-    frames_per_obs = history(cfg, spec)
-    encode = _encode_function(cfg, encoder, spec)
-    source = FrameSource(cfg.representation, frames_per_obs, cfg.num_envs, encode)
-    layout = ReplayLayout(
-        lanes=cfg.num_envs,
-        capacity_per_lane=_replay_capacity(cfg, frames_per_obs, payload),
-        frame_shape=frame_shape(cfg, spec, encoder),
-        frame_dtype=source.frame_dtype,
-        proprio_dim=proprio_dim(cfg, spec),
-        action_dim=spec.action.dim,
-        history=frames_per_obs,
+    encode = _encode_function(cfg, encoder, spec, device)
+    learner = Learner(
+        cfg,
+        spec,
+        encoder,
+        frame_dtype(cfg.representation),
+        _replay_capacity(cfg, history(cfg, spec), payload),
+        cfg.run_dir / "replay",
+        resume=payload is not None,
+        device=device,
     )
-    replay = Replay(layout, cfg.n_step, cfg.sac.gamma, cfg.run_dir / "replay", resume=payload is not None)
-    rng = np.random.default_rng(cfg.seed)
-    state: dict[str, Any] = {"step": 0, "updates": 0, "episodes": 0, "evals": []}
+    state: dict[str, Any] = {"step": 0, "episodes": 0, "evals": []}
     if payload is not None:
-        _restore(payload, agent, replay, rng, state)
+        learner.load_state(payload)
+        torch.set_rng_state(payload["rng"]["torch"])
+        state.update({k: payload["progress"][k] for k in ("step", "episodes")})
+        state["evals"] = [list(e) for e in payload["evals"]]
         log.info("resumed %s at step %d", cfg.run_dir, state["step"])
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(cfg.run_dir / "config.json", config_to_dict(cfg))
     (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
     writer = TensorBoardWriter(cfg.run_dir / "tb")
-    envs = make_vector_env(preset, mode, cfg.num_envs, processes=cfg.num_envs > 1)
+    collector = LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed)
+    if payload is not None and "collector" in payload:
+        collector.load_state(payload["collector"])
+    elif payload is not None:  # saved before the collector had its own random state
+        collector.reseed(cfg.seed + state["step"])
+    evaluation_policy = ActingPolicy(cfg, spec, encoder)
 
     def save() -> None:
-        replay.flush()
-        save_checkpoint(cfg.run_dir / CHECKPOINT_NAME, _payload(cfg, spec, agent, encoder, replay, rng, state))
+        learner.replay.flush()
+        payload = {
+            "config": config_to_dict(cfg),
+            "spec": spec.to_dict(),
+            "encoder": encoder.state_dict() if encoder is not None else None,
+            **learner.state(),
+            "collector": collector.state(),
+            "progress": {"step": state["step"], "updates": learner.updates, "episodes": state["episodes"]},
+            "evals": state["evals"],
+        }
+        payload["rng"]["torch"] = torch.get_rng_state()
+        save_checkpoint(cfg.run_dir / CHECKPOINT_NAME, payload)
 
     eval_time = [0.0]
     start_step, start_time = state["step"], time.perf_counter()
 
     def run_eval(video: Path | None) -> EvalResult:
         began = time.perf_counter()
-        policy = LearnerPolicy(agent, cfg.representation, frames_per_obs, encode)
+        evaluation_policy.load(learner.weights())
+        policy = EpisodePolicyOf(evaluation_policy, cfg, spec, encode)
         result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
         state["evals"].append([state["step"], result.mean, result.std])
         # The curve so far, readable while the run goes on (summary.json comes only at the end).
@@ -194,15 +179,11 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         log.info("step %d: evaluation return %.1f +- %.1f (%.0f steps/s)", state["step"], result.mean, result.std, rate)
         return result
 
-    timers = {"env": 0.0, "encode": 0.0, "update": 0.0}
+    update_time = 0.0
     try:
         # A resumed run starts new episodes: the simulator state at the kill is not saved.
-        obs, _ = envs.reset(seed=cfg.seed + state["step"])
-        frames, proprio = source.frames(obs), FrameSource.proprio(obs)
-        all_lanes = np.arange(cfg.num_envs)
-        source.reset_lanes(all_lanes, frames)
-        replay.start_episodes(all_lanes, frames, proprio)
-        episode_return = np.zeros(cfg.num_envs)
+        learner.store(collector.start(seed=cfg.seed + state["step"]))
+        collector.load_policy(learner.weights())
         owed_updates, next_eval = 0.0, _next_multiple(state["step"], cfg.eval_every)
         next_checkpoint = _next_multiple(state["step"], cfg.checkpoint_every)
         bar = tqdm(
@@ -215,38 +196,13 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         losses: list[dict[str, float]] = []
         learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
         while state["step"] < cfg.target_steps:
-            if state["step"] < cfg.learning_starts:
-                action = rng.uniform(-1.0, 1.0, (cfg.num_envs, spec.action.dim)).astype(np.float32)
-            else:
-                action = agent.act(torch.from_numpy(source.stacked()), torch.from_numpy(proprio), deterministic=False)
-            t0 = time.perf_counter()
-            obs, reward, terminated, truncated, info = envs.step(_scale(action, agent))
-            t1 = time.perf_counter()
-            next_frames, next_proprio = source.frames(obs), FrameSource.proprio(obs)
-            done = terminated | truncated
-            stored_frames, stored_proprio = next_frames, next_proprio
-            if done.any():
-                # The env reset these lanes in this same step: their final observation is in info.
-                final = _stack_final(info["final_obs"], done)
-                stored_frames, stored_proprio = next_frames.copy(), next_proprio.copy()
-                stored_frames[done] = source.frames(final)
-                stored_proprio[done] = FrameSource.proprio(final)
-            timers["encode"] += time.perf_counter() - t1
-            timers["env"] += t1 - t0
-            replay.add_steps(action, reward, terminated, stored_frames, stored_proprio)
-            source.push(next_frames)
-            episode_return += reward
-            if done.any():
-                lanes = np.flatnonzero(done)
-                replay.start_episodes(lanes, next_frames[lanes], next_proprio[lanes])
-                source.reset_lanes(lanes, next_frames[lanes])
-                for lane in lanes:
-                    writer.scalars(state["step"], {"train/episode_return": float(episode_return[lane])})
-                state["episodes"] += len(lanes)
-                episode_return[lanes] = 0.0
-            proprio = next_proprio
-            state["step"] += cfg.num_envs
-            bar.update(cfg.num_envs)
+            transitions = collector.collect(1, random_actions=state["step"] < cfg.learning_starts)
+            learner.store(transitions)
+            for episode_return in transitions.episode_returns:
+                writer.scalars(state["step"], {"train/episode_return": episode_return})
+            state["episodes"] += len(transitions.episode_returns)
+            state["step"] += transitions.steps
+            bar.update(transitions.steps)
             if bar.disable and time.perf_counter() >= next_progress_log:
                 rate = (state["step"] - progress_from[0]) / (time.perf_counter() - progress_from[1])
                 evaluated = "none yet" if np.isnan(last_eval) else f"{last_eval:.1f}"
@@ -260,13 +216,15 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             if state["step"] >= cfg.learning_starts:
                 if learn_start is None:
                     learn_start = (state["step"], time.perf_counter())
-                owed_updates += cfg.num_envs * cfg.updates_per_step
+                owed_updates += transitions.steps * cfg.updates_per_step
                 t2 = time.perf_counter()
-                while owed_updates >= 1.0:
-                    losses.append(agent.update(replay.sample(cfg.batch_size, rng)))
-                    state["updates"] += 1
-                    owed_updates -= 1.0
-                timers["update"] += time.perf_counter() - t2
+                if owed_updates >= 1.0:
+                    while owed_updates >= 1.0:
+                        losses.append(learner.update())
+                        owed_updates -= 1.0
+                    # The collector acts with the newest weights (in this process: before its next step).
+                    collector.load_policy(learner.weights())
+                update_time += time.perf_counter() - t2
 
             if stop is not None and stop.is_set() and state["step"] < cfg.target_steps:
                 bar.close()
@@ -280,7 +238,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                 elapsed = time.perf_counter() - start_time
                 perf = {
                     "perf/steps_per_s": (state["step"] - start_step) / elapsed,
-                    **{f"perf/{name}_s": value for name, value in timers.items()},
+                    **{f"perf/{name}_s": value for name, value in {**collector.time_s, "update": update_time}.items()},
                 }
                 if losses:
                     perf.update({k: float(np.mean([m[k] for m in losses])) for k in losses[0]})
@@ -301,21 +259,22 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         final_eval = run_eval(video_path)
         save()
     finally:
-        envs.close()
+        collector.close()
         writer.close()
     summary = {
         "preset": cfg.preset,
         "representation": cfg.representation,
         "encoder": spec.provenance.encoder,
+        "device": str(device),
         "steps": state["step"],
         "resumed_at_step": start_step,  # 0 for a run that started fresh; wall time and rates cover this run only
         "frames": state["step"] * preset.action_repeat,
-        "updates": state["updates"],
+        "updates": learner.updates,
         "episodes": state["episodes"],
         "wall_time_s": round(elapsed, 1),
         "steps_per_s": round((state["step"] - start_step) / max(elapsed, 1e-9), 1),
         "learning_steps_per_s": round(learning_rate, 1) if learning_rate is not None else None,
-        "time_s": {name: round(value, 1) for name, value in timers.items()},
+        "time_s": {name: round(value, 1) for name, value in {**collector.time_s, "update": update_time}.items()},
         "final_eval": {"mean": final_eval.mean, "std": final_eval.std, "returns": list(final_eval.returns)},
         "evals": state["evals"],
         "checkpoint": str(cfg.run_dir / CHECKPOINT_NAME),
@@ -333,15 +292,26 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _encode_function(cfg: TrainConfig, encoder: FrozenEncoder | None, spec: PolicySpec) -> Encode | None:
+def _encode_function(
+    cfg: TrainConfig, encoder: FrozenEncoder | None, spec: PolicySpec, device: torch.device
+) -> Encode | None:
+    """The frozen encoder as collection runs it, on ``device``.
+
+    In onnxruntime (on a GPU through its CUDA provider, where onnxruntime-gpu is installed) or torch.
+    """
     if encoder is None:
         return None
-    if cfg.encoder_runtime == "torch":
-        return torch_encode(encoder)
-    from train.onnx_encoder import OnnxEncoder
+    cuda = (device.index or 0) if device.type == "cuda" else None
+    if cfg.encoder_runtime == "onnxruntime" and (cuda is None or onnx_cuda_available()):
+        from train.onnx_encoder import OnnxEncoder
 
-    h, w, _ = spec.observation("pixels").shape
-    return OnnxEncoder(encoder, cfg.run_dir / "encoder.onnx", (h, w), cfg.threads)
+        h, w, _ = spec.observation("pixels").shape
+        return OnnxEncoder(encoder, cfg.run_dir / "encoder.onnx", (h, w), cfg.threads, cuda_device=cuda)
+    if cfg.encoder_runtime == "onnxruntime":
+        log.info(
+            "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu): the frozen encoder runs in torch"
+        )
+    return torch_encode(encoder, device)
 
 
 def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None) -> int:
@@ -363,58 +333,3 @@ def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, A
 
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
-
-
-def _stack_final(final_obs: Any, done: np.ndarray) -> dict[str, np.ndarray]:
-    """The final observations of the lanes in ``done`` (gymnasium gives one dict per lane), as one batch."""
-    items = [final_obs[i] for i in np.flatnonzero(done)]
-    return {k: np.stack([item[k] for item in items]) for k in items[0]}
-
-
-def _payload(
-    cfg: TrainConfig,
-    spec: PolicySpec,
-    agent: SAC,
-    encoder: FrozenEncoder | None,
-    replay: Replay,
-    rng: np.random.Generator,
-    state: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "config": config_to_dict(cfg),
-        "spec": spec.to_dict(),
-        "head": agent.head.state_dict(),
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "critic_target": agent.critic_target.state_dict(),
-        "log_alpha": agent.log_alpha.detach().clone(),
-        "encoder": encoder.state_dict() if encoder is not None else None,
-        "optimizers": agent.optimizer_state(),
-        "replay": replay.state(),
-        "replay_capacity_per_lane": replay.layout.capacity_per_lane,
-        "rng": {
-            "numpy": rng.bit_generator.state,
-            "torch": torch.get_rng_state(),
-            "agent": agent.generator.get_state(),
-        },
-        "progress": {k: state[k] for k in ("step", "updates", "episodes")},
-        "evals": state["evals"],
-    }
-
-
-def _restore(
-    payload: dict[str, Any], agent: SAC, replay: Replay, rng: np.random.Generator, state: dict[str, Any]
-) -> None:
-    agent.head.load_state_dict(payload["head"])
-    agent.actor.load_state_dict(payload["actor"])
-    agent.critic.load_state_dict(payload["critic"])
-    agent.critic_target.load_state_dict(payload["critic_target"])
-    with torch.no_grad():
-        agent.log_alpha.copy_(payload["log_alpha"])
-    agent.load_optimizer_state(payload["optimizers"])
-    replay.load_state(payload["replay"])
-    rng.bit_generator.state = payload["rng"]["numpy"]
-    torch.set_rng_state(payload["rng"]["torch"])
-    agent.generator.set_state(payload["rng"]["agent"])
-    state.update(payload["progress"])
-    state["evals"] = [list(e) for e in payload["evals"]]

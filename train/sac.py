@@ -86,7 +86,7 @@ class SAC(nn.Module):
         """The observation head at the configured update precision; float32 out either way."""
         if self.config.head_precision == "float32":
             return self.head(frames, proprio)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16):
             latent = self.head(frames, proprio)
         return latent.float()
 
@@ -107,7 +107,7 @@ class SAC(nn.Module):
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critics (and head), actor and temperature; returns metrics."""
-        t = _to_torch(batch)
+        t = _to_device(batch, self.log_alpha.device)
         x = self._head(self._augment(t["frames"]), t["proprio"])
         with torch.no_grad():
             # A separate pass without gradients: fusing it with the pass above would make the
@@ -163,6 +163,14 @@ class SAC(nn.Module):
         self.alpha_opt.load_state_dict(state["alpha"])
 
 
-def _to_torch(batch: Batch) -> dict[str, torch.Tensor]:
-    # Half-precision features stay half precision here: the head converts them once, in place of a copy.
-    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in batch._asdict().items()}
+def _to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch as tensors on ``device``, with no copy on the CPU.
+
+    Half-precision features stay half precision (the head converts them once, on the device), and
+    the replay's channels-last feature maps keep their layout (a contiguous copy would transpose
+    them). For a GPU each array is pinned and copied without blocking the host.
+    """
+    tensors = {name: torch.from_numpy(value) for name, value in batch._asdict().items()}
+    if device.type == "cpu":
+        return tensors
+    return {name: t.pin_memory().to(device, non_blocking=True) for name, t in tensors.items()}

@@ -69,12 +69,19 @@ def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None
     )
 
 
-def build_learner(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> SAC:
-    """A fresh SAC learner for this run (seeded by the caller)."""
-    generator = torch.Generator().manual_seed(cfg.seed)
+def build_learner(
+    cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None, device: torch.device | None = None
+) -> SAC:
+    """A fresh SAC learner for this run on ``device`` (the CPU by default; seeded by the caller).
+
+    Its random source (action noise, augmentation) is a generator on that device, seeded with the run's seed.
+    """
+    device = device or torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     low = torch.tensor(spec.action.low)
     high = torch.tensor(spec.action.high)
-    return SAC(build_head(cfg, spec, encoder), low, high, cfg.sac, generator)
+    # Moved after construction: the optimizers keep the same parameters, now on the device.
+    return SAC(build_head(cfg, spec, encoder), low, high, cfg.sac, generator).to(device)
 
 
 def policy_from_checkpoint(path: Path) -> tuple[Policy, PolicySpec, TrainConfig]:

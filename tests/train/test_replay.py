@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,57 @@ def test_memory_mapped_replay_reopens_with_its_state(tmp_path):
     assert reopened.heads.tolist() == state["heads"]
     with pytest.raises(ValueError, match="holds float16"):
         Replay(ReplayLayout(1, 50, (5,), "float16", 2, 1, 3), 3, 0.5, tmp_path, resume=True)
+
+
+def _maps_replays(directory=None, steps=300):
+    """Two replays fed the same random maps with episode ends: one channels-first, one by cell."""
+    rng = np.random.default_rng(0)
+    shape = (5, 3, 4)  # (C, h, w), not square, so a transposition mix-up cannot hide
+    replays = [
+        Replay(ReplayLayout(2, 2 * steps + 4, shape, "float16", 2, 1, 3, maps=maps), 1, 0.9, d)
+        for maps, d in ((False, None), (True, directory))
+    ]
+    first = rng.standard_normal((2, *shape)).astype(np.float16)
+    for replay in replays:
+        replay.start_episodes(np.arange(2), first, np.zeros((2, 2), np.float32))
+    for _ in range(steps):
+        frames = rng.standard_normal((2, *shape)).astype(np.float16)
+        done = rng.random(2) < 0.05
+        for replay in replays:
+            replay.add_steps(np.zeros((2, 1), np.float32), np.ones(2, np.float32), done, frames, np.ones((2, 2)))
+            if done.any():
+                replay.start_episodes(np.flatnonzero(done), frames[done], np.zeros((done.sum(), 2), np.float32))
+    return replays
+
+
+def test_feature_maps_stored_by_cell_sample_the_same_batches_channels_last():
+    plain, by_cell = _maps_replays()
+    a, b = plain.sample(64, np.random.default_rng(1)), by_cell.sample(64, np.random.default_rng(1))
+    for name, x, y in zip(a._fields, a, b, strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    # (B, k, C, h, w) seen, (B, h, w, k, C) in memory: a cell's k * C values are adjacent.
+    assert b.frames.shape == (64, 3, 5, 3, 4) and b.frames.transpose(0, 3, 4, 1, 2).flags.c_contiguous
+
+
+def test_a_replay_of_maps_saved_channels_first_is_rewritten_by_cell_on_resume(tmp_path):
+    plain, _ = _maps_replays(tmp_path / "new")
+    old_dir = tmp_path / "old"
+    old = Replay(dataclasses.replace(plain.layout), 1, 0.9, old_dir)  # as replays of maps were saved before
+    for name, array in plain._arrays.items():
+        old._arrays[name][:] = array
+    old.flush()
+    state = plain.state()
+    del old
+    assert (old_dir / "frame.npy").exists()
+    resumed = Replay(dataclasses.replace(plain.layout, maps=True), 1, 0.9, old_dir, resume=True)
+    resumed.load_state(state)
+    assert not (old_dir / "frame.npy").exists() and (old_dir / "frame_cells.npy").exists()
+    assert not list(old_dir.glob(".*tmp"))
+    a, b = plain.sample(64, np.random.default_rng(2)), resumed.sample(64, np.random.default_rng(2))
+    for name, x, y in zip(a._fields, a, b, strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_a_replay_of_maps_needs_maps():
+    with pytest.raises(ValueError, match=r"needs frames \(C, h, w\); got frame_shape \(4,\)"):
+        ReplayLayout(1, 10, (4,), "float16", 0, 1, 1, maps=True)
