@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.policy_kinds import StudentKind
-from train.config import require_at_least_one
+from train.config import check_device_name, require_at_least_one
 from train.presets import ObsMode
 
 STUDENT_KINDS: tuple[StudentKind, ...] = ("conv", "mlp")
@@ -59,6 +59,9 @@ class DistillConfig:
     """Seed of the student's initialization, the collection episodes and the minibatches."""
     threads: int = 2
     """torch CPU threads."""
+    device: str = "auto"
+    """Where the student trains: auto (CUDA when available, else the CPU), cpu, cuda, or cuda:N.
+    Collection, the teacher's labels, evaluation and export run on the CPU, as on the robot."""
 
     def __post_init__(self) -> None:
         if self.student not in STUDENT_KINDS:
@@ -74,6 +77,7 @@ class DistillConfig:
             "threads",
         )
         require_at_least_one(self, positive)
+        check_device_name(self.device)
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden is {self.hidden}; give one or more positive layer sizes")
         if not 0.0 <= self.beta_decay <= 1.0:

@@ -97,6 +97,12 @@ def collect(
     )
 
 
+def _to(tensor: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    if device is None or device.type == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def train_student(
     student: Student,
     optimizer: torch.optim.Optimizer,
@@ -104,8 +110,11 @@ def train_student(
     updates: int,
     batch_size: int,
     rng: np.random.Generator,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """``updates`` gradient steps of mean squared error to the teacher's labels, in [-1, 1] action space.
+
+    The student trains where its parameters are; ``device`` (the CPU by default) must be that place.
 
     Returns:
         ``loss/imitation_first`` and ``loss/imitation_last``: mean loss over the first and last tenth
@@ -116,8 +125,8 @@ def train_student(
     for _ in range(updates):
         rows = rng.choice(len(dataset), size=min(batch_size, len(dataset)), replace=False)
         observations, labels = dataset.batch(rows)
-        batch = {name: torch.from_numpy(value) for name, value in observations.items()}
-        loss = F.mse_loss(student.normalized(batch), torch.from_numpy(labels))
+        batch = {name: _to(torch.from_numpy(value), device) for name, value in observations.items()}
+        loss = F.mse_loss(student.normalized(batch), _to(torch.from_numpy(labels), device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
 from distill.collect import Actor, collect_observations, torch_actor
+from distill.collector import LocalDaggerCollector, student_weights
 from distill.config import DistillConfig
-from distill.dagger import collect, train_student
+from distill.dagger import train_student
 from distill.dataset import Dataset
 from distill.export import export_policy
 from distill.latency import onnx_latency, parameter_counts
@@ -33,6 +34,8 @@ from distill.report import ReportCard, Returns
 from distill.run_policy import load_run_policy
 from distill.student_checkpoint import STUDENT_CHECKPOINT, build_student, save_student
 from models.student import Student
+from train.allocator import keep_freed_memory
+from train.device import resolve_device
 from train.envs import build_spec, make_env
 from train.evaluate import eval_seeds, evaluate
 from train.onnx_io import cpu_session
@@ -79,7 +82,12 @@ def random_actor(spec: PolicySpec, seed: int) -> Actor:
 
 
 def run(cfg: DistillConfig) -> dict[str, Any]:
-    """Distill ``cfg.teacher`` into a student as ``cfg`` says; returns (and saves) the report card."""
+    """Distill ``cfg.teacher`` into a student as ``cfg`` says; returns (and saves) the report card.
+
+    The student trains on ``cfg.device``; collection, labelling, evaluation and export run on the CPU.
+    """
+    device = resolve_device(cfg.device)
+    keep_freed_memory()
     torch.set_num_threads(cfg.threads)
     teacher = load_run_policy(cfg.teacher)
     if (cfg.run_dir / STUDENT_CHECKPOINT).exists():
@@ -106,9 +114,10 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     history: dict[str, list[dict[str, Any]]] = {}
     for method in methods:
         torch.manual_seed(cfg.seed)
-        students[method] = build_student(cfg, spec)
+        student = build_student(cfg, spec).to(device)
         datasets[method] = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
-        history[method] = _imitate(cfg, method, students[method], datasets[method], teacher_actor, make, spec)
+        history[method] = _imitate(cfg, method, student, datasets[method], teacher_actor, make, spec)
+        students[method] = student.cpu()  # evaluated and exported on the CPU, as the robot runs it
 
     log.info("evaluating random actions, the teacher and the students on %d held-out seeds", cfg.eval_episodes)
     seeds = eval_seeds(cfg.seed, cfg.eval_episodes)
@@ -188,11 +197,14 @@ def _imitate(
     spec: PolicySpec,
 ) -> list[dict[str, Any]]:
     """All iterations of one method (``dagger`` or ``bc``); returns a line of numbers per iteration."""
+    device = next(student.parameters()).device  # where it trains; the collector acts with a CPU copy
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     bounds = (np.asarray(spec.action.low), np.asarray(spec.action.high))
     lines = []
-    env = make()
+    collector = LocalDaggerCollector(
+        make(), build_student(cfg, spec), teacher, spec.observation_names, bounds, cfg.seed
+    )
     # Collection steps of all iterations; the bar's rate is steps/s while collecting and labelling.
     bar = tqdm(total=cfg.capacity, unit="step", desc=f"distill {method}", mininterval=1.0, disable=None)
     try:
@@ -200,12 +212,13 @@ def _imitate(
             beta = cfg.beta(i) if method == "dagger" else 1.0
             first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * 10_000
             began = time.perf_counter()
-            got = collect(env, torch_actor(student), teacher, beta, cfg.steps_per_iteration, spec.observation_names,
-                          bounds, rng, first_seed, progress=lambda: bar.update(1))  # fmt: skip
+            got = collector.collect(
+                student_weights(student), beta, cfg.steps_per_iteration, first_seed, progress=lambda: bar.update(1)
+            )
             bar.set_postfix(iteration=f"{i + 1}/{cfg.iterations}", phase="training")
             dataset.append(got.observations, got.labels)
             collected = time.perf_counter()
-            metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng)
+            metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng, device)
             trained = time.perf_counter()
             returns = got.episode_returns
             line = {
@@ -228,5 +241,5 @@ def _imitate(
             )  # fmt: skip
     finally:
         bar.close()
-        env.close()
+        collector.close()
     return lines
