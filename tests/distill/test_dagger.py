@@ -78,3 +78,29 @@ def test_the_student_learns_and_the_teacher_stays_frozen_in_eval_mode(tmp_path, 
     assert all(torch.equal(before[k], v) for k, v in teacher.module.state_dict().items())
     assert not teacher.module.training and not any(m.training for m in teacher.module.modules())
     assert not any(p.grad is not None for p in teacher.module.parameters())
+
+
+def test_the_dagger_collector_drives_with_the_student_weights_it_is_sent():
+    from distill.collector import LocalDaggerCollector, student_weights
+
+    cfg = DistillConfig(student="mlp", hidden=(8,))
+    torch.manual_seed(0)
+    trained, copy = build_student(cfg, STATE_SPEC), build_student(cfg, STATE_SPEC)
+    env = make_env("inverted_pendulum", "state")
+    collector = LocalDaggerCollector(env, copy, _constant(0.0), ("state",), BOUNDS, seed=0)
+    try:
+        first = collector.collect(student_weights(trained), 0.0, 30, first_seed=7)
+        with torch.no_grad():
+            for p in trained.parameters():
+                p.add_(torch.randn_like(p))
+        again = collector.collect(student_weights(trained), 0.0, 30, first_seed=7)
+        same = collector.collect(student_weights(trained), 0.0, 30, first_seed=7)
+    finally:
+        collector.close()
+    assert first.teacher_steps == again.teacher_steps == 0  # beta 0: the student drove every step
+    # New weights drive the pendulum elsewhere; the same weights and seed drive it the same way.
+    assert not np.allclose(first.observations["state"], again.observations["state"])
+    np.testing.assert_array_equal(again.observations["state"], same.observations["state"])
+    assert copy is collector.student and all(
+        torch.equal(a, b) for a, b in zip(copy.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
