@@ -9,7 +9,9 @@ a NamedTuple of numpy arrays one way and :data:`~train.acting.PolicyWeights` the
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +24,8 @@ from train.envs import make_vector_env
 from train.frames import Encode, FrameSource
 from train.presets import get_preset
 from train.teacher import history
+
+Result = TypeVar("Result")
 
 COLLECTOR_STREAM = 1
 """Mixed into the seed of every collector's random streams, so they never repeat the learner's."""
@@ -65,6 +69,8 @@ class Collector(Protocol):
     """Steps environments with the policy it was last given; see the module docstring."""
 
     lanes: int
+    time_s: dict[str, float]
+    """Seconds spent so far stepping environments (rendering included, ``env``) and encoding (``encode``)."""
 
     def start(self, seed: int) -> Transitions:
         """Reset every lane (lane ``i`` with ``seed + i``): a chunk of no steps, only episode starts."""
@@ -76,6 +82,10 @@ class Collector(Protocol):
 
     def load_policy(self, weights: PolicyWeights) -> None:
         """Act with these weights from now on."""
+        ...
+
+    def reseed(self, seed: int) -> None:
+        """Restart the collector's random streams from ``seed``."""
         ...
 
     def state(self) -> dict[str, Any]:
@@ -222,6 +232,63 @@ class LocalCollector:
     def close(self) -> None:
         """See :meth:`Collector.close`."""
         self.envs.close()
+
+
+class ThreadCollector:
+    """A :class:`Collector` whose every call runs on one thread of its own.
+
+    So a step can be collected while the learner updates (``--collect-ahead``). One thread for
+    everything, construction included: an EGL context can be current in one thread only, so the
+    environments' renderers must be made, used and closed where they live.
+
+    Args:
+        make: builds the collector, on that thread.
+    """
+
+    def __init__(self, make: Callable[[], LocalCollector]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector")
+        self._inner = self._pool.submit(make).result()
+        self.lanes = self._inner.lanes
+        self.time_s = self._inner.time_s
+
+    def start(self, seed: int) -> Transitions:
+        """See :meth:`Collector.start`."""
+        return self._pool.submit(self._inner.start, seed).result()
+
+    def collect(self, steps: int, random_actions: bool) -> Transitions:
+        """See :meth:`Collector.collect`."""
+        return self._pool.submit(self._inner.collect, steps, random_actions).result()
+
+    def collect_later(self, steps: int, random_actions: bool, then: Callable[[Transitions], Result]) -> Future[Result]:
+        """:meth:`collect`, started now, then ``then(transitions)`` on the collector's thread too.
+
+        Returns:
+            A future of what ``then`` returns.
+        """
+        return self._pool.submit(lambda: then(self._inner.collect(steps, random_actions)))
+
+    def load_policy(self, weights: PolicyWeights) -> None:
+        """See :meth:`Collector.load_policy` (after any collection already started)."""
+        self._pool.submit(self._inner.load_policy, weights).result()
+
+    def reseed(self, seed: int) -> None:
+        """See :meth:`Collector.reseed`."""
+        self._pool.submit(self._inner.reseed, seed).result()
+
+    def state(self) -> dict[str, Any]:
+        """See :meth:`Collector.state`."""
+        return self._pool.submit(self._inner.state).result()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """See :meth:`Collector.load_state`."""
+        self._pool.submit(self._inner.load_state, state).result()
+
+    def close(self) -> None:
+        """See :meth:`Collector.close`; the thread ends with it."""
+        try:
+            self._pool.submit(self._inner.close).result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _stack_final(final_obs: Any, done: np.ndarray) -> dict[str, np.ndarray]:

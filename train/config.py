@@ -124,6 +124,11 @@ class TrainConfig:
     updates_per_step: float = 1.0
     """Gradient updates per environment step (the update-to-data ratio). 0.5 is DrQ-v2's schedule, one
     update every second step: it halves the learner's work per step (BENCHMARKS.md has its speed and learning)."""
+    collect_ahead: bool = False
+    """Collect the next environment step in a thread while the updates of this one run, so that the
+    collector acts one update behind the learner (a policy lag of one update, as asynchronous
+    actor-learner setups have). The batches stay the same; on a 2-core CPU a learning step took
+    about 16% less time (BENCHMARKS.md)."""
     n_step: int = 1
     """Steps summed into each TD target. Measured on inverted_pendulum: 3 (DrQ-v2's choice) kept state
     SAC at 363 after 30k steps where 1 solved it by 15k; from pixels both reached 1000 by 5k (BENCHMARKS.md)."""

@@ -19,7 +19,7 @@ from models.encoder import FrozenEncoder
 from train.acting import PolicyWeights, policy_weights
 from train.collector import Transitions
 from train.config import TrainConfig
-from train.replay import Replay, ReplayLayout
+from train.replay import Batch, Replay, ReplayLayout
 from train.teacher import build_learner, frame_shape, history, proprio_dim
 
 
@@ -80,9 +80,13 @@ class Learner:
             if t in starts:
                 self.replay.start_episodes(starts[t].lanes, starts[t].frames, starts[t].proprio)
 
-    def update(self) -> dict[str, float]:
-        """One SAC update on a batch sampled from the replay; returns its metrics."""
-        metrics = self.agent.update(self.replay.sample(self.cfg.batch_size, self.rng))
+    def sample(self) -> Batch:
+        """A batch from the replay, drawn with the learner's own random stream."""
+        return self.replay.sample(self.cfg.batch_size, self.rng)
+
+    def update(self, batch: Batch | None = None) -> dict[str, float]:
+        """One SAC update on ``batch`` (by default one sampled now); returns its metrics."""
+        metrics = self.agent.update(self.sample() if batch is None else batch)
         self.updates += 1
         return metrics
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from models.encoder import FrozenEncoder
 from train.acting import ActingPolicy, EpisodePolicyOf
 from train.allocator import keep_freed_memory
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from train.collector import LocalCollector
+from train.collector import Collector, LocalCollector, ThreadCollector, Transitions
 from train.config import TrainConfig
 from train.device import resolve_device
 from train.envs import build_spec
@@ -29,6 +31,7 @@ from train.learner import Learner
 from train.metrics import TensorBoardWriter
 from train.onnx_io import onnx_cuda_available
 from train.presets import get_preset
+from train.replay import Batch
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.teacher import build_encoder, config_from_dict, config_to_dict, history
 
@@ -141,7 +144,11 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     _write_json(cfg.run_dir / "config.json", config_to_dict(cfg))
     (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
     writer = TensorBoardWriter(cfg.run_dir / "tb")
-    collector = LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed)
+    collector: Collector
+    if cfg.collect_ahead:  # every call on one thread of its own, where its GL contexts are current
+        collector = ThreadCollector(lambda: LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed))
+    else:
+        collector = LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed)
     if payload is not None and "collector" in payload:
         collector.load_state(payload["collector"])
     elif payload is not None:  # saved before the collector had its own random state
@@ -195,9 +202,22 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         next_progress_log, progress_from = time.perf_counter() + PROGRESS_LOG_S, (state["step"], time.perf_counter())
         losses: list[dict[str, float]] = []
         learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
+        # --collect-ahead: the next step, collected (and stored, and its batches drawn) while this
+        # step's updates ran.
+        ahead: Future[tuple[Transitions, list[Batch]]] | None = None
+
+        def store_and_draw(count: int, ahead_step: Transitions) -> tuple[Transitions, list[Batch]]:
+            learner.store(ahead_step)
+            return ahead_step, [learner.sample() for _ in range(count)]
+
         while state["step"] < cfg.target_steps:
-            transitions = collector.collect(1, random_actions=state["step"] < cfg.learning_starts)
-            learner.store(transitions)
+            drawn: list[Batch] | None = None
+            if ahead is not None:
+                transitions, drawn = ahead.result()
+                ahead = None
+            else:
+                transitions = collector.collect(1, random_actions=state["step"] < cfg.learning_starts)
+                learner.store(transitions)
             for episode_return in transitions.episode_returns:
                 writer.scalars(state["step"], {"train/episode_return": episode_return})
             state["episodes"] += len(transitions.episode_returns)
@@ -219,14 +239,32 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                 owed_updates += transitions.steps * cfg.updates_per_step
                 t2 = time.perf_counter()
                 if owed_updates >= 1.0:
-                    while owed_updates >= 1.0:
-                        losses.append(learner.update())
-                        owed_updates -= 1.0
-                    # The collector acts with the newest weights (in this process: before its next step).
+                    count = int(owed_updates)
+                    owed_updates -= count
+                    batches = drawn if drawn is not None else [learner.sample() for _ in range(count)]
+                    if len(batches) != count:
+                        raise RuntimeError(f"{len(batches)} batches were drawn ahead for {count} updates")
+                    # Collecting ahead: the collector's thread takes the next step while these updates
+                    # run here, acting with the weights from before them; then it stores the step and
+                    # draws the next step's batches. Those are the batches drawn without collecting
+                    # ahead (the same replay, the learner's own random stream, nothing else reads
+                    # either meanwhile). Never ahead of a stop, an evaluation or a checkpoint: they see
+                    # the steps counted and no more.
+                    stopping = stop is not None and stop.is_set()
+                    due = min(cfg.target_steps, next_eval, next_checkpoint)
+                    if isinstance(collector, ThreadCollector) and state["step"] < due and not stopping:
+                        next_count = int(owed_updates + collector.lanes * cfg.updates_per_step)
+                        then = functools.partial(store_and_draw, next_count)
+                        ahead = collector.collect_later(1, random_actions=False, then=then)
+                    for batch in batches:
+                        losses.append(learner.update(batch))
+                    if ahead is not None:
+                        ahead.exception()  # wait for it: weights change only between the collector's steps
+                    # The collector acts with the newest weights from its next step on.
                     collector.load_policy(learner.weights())
                 update_time += time.perf_counter() - t2
 
-            if stop is not None and stop.is_set() and state["step"] < cfg.target_steps:
+            if stop is not None and stop.is_set() and ahead is None and state["step"] < cfg.target_steps:
                 bar.close()
                 save()
                 log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)

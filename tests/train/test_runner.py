@@ -284,3 +284,17 @@ def test_without_a_terminal_progress_goes_to_the_log(tmp_path, monkeypatch, capl
     lines = [r.getMessage() for r in caplog.records if " of 60 (" in r.getMessage()]
     assert lines and lines[-1].startswith("step 60 of 60 (100%)") and "steps/s" in lines[-1]
     assert lines[0].endswith("last evaluation return none yet")  # no evaluation has run before the end
+
+
+def test_collecting_ahead_repeats_with_the_seed_and_keeps_replay_and_step_count_together(tmp_path):
+    cfg = TrainConfig(representation="state", steps=300, learning_starts=100, batch_size=16, eval_every=150,
+                      eval_episodes=1, checkpoint_every=200, video=False, collect_ahead=True,
+                      sac=SACConfig(hidden=(32, 32)))  # fmt: skip
+    runs = [run(dataclasses.replace(cfg, run_dir=tmp_path / name)) for name in ("a", "b")]
+    assert runs[0]["evals"] == runs[1]["evals"] and runs[0]["final_eval"] == runs[1]["final_eval"]
+    assert runs[0]["updates"] == 201 and runs[0]["steps"] == 300
+    payload = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
+    heads = payload["replay"]["heads"][0]
+    # The replay holds the first observation, one slot per counted step and one per new episode: no
+    # step collected ahead is in it beyond the step count.
+    assert heads == 1 + 300 + payload["progress"]["episodes"]
