@@ -36,14 +36,16 @@ BATCH = 256
 HEADS = ("scratch", "frozen", "finetune")
 
 
-def _learner(representation: str, precision: str, feature_shift: int, finetune: bool) -> tuple[SAC, Batch]:
+def _learner(
+    representation: str, precision: str, feature_shift: int, finetune: bool, device: torch.device | None = None
+) -> tuple[SAC, Batch]:
     cfg = TrainConfig(representation=representation, finetune_last_stage=finetune)  # type: ignore[arg-type]
     sac = dataclasses.replace(cfg.sac, head_precision=precision, feature_shift=feature_shift)  # type: ignore[arg-type]
     cfg = dataclasses.replace(cfg, sac=sac, encoder=dataclasses.replace(cfg.encoder, weights="none"))
     spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
     encoder = build_encoder(cfg)
     torch.manual_seed(0)
-    agent = build_learner(cfg, spec, encoder)
+    agent = build_learner(cfg, spec, encoder, device)
     shape = (BATCH, 3, *frame_shape(cfg, spec, encoder))
     rng = np.random.default_rng(0)
     frames = (

@@ -127,8 +127,8 @@ class TrainConfig:
     collect_ahead: bool = False
     """Collect the next environment step in a thread while the updates of this one run, so that the
     collector acts one update behind the learner (a policy lag of one update, as asynchronous
-    actor-learner setups have). The batches stay the same; on a 2-core CPU a learning step took
-    about 16% less time (BENCHMARKS.md)."""
+    actor-learner setups have); the batches stay the same. For a GPU or a many-core machine: on a 2-core
+    CPU it bought nothing, as the update keeps both cores busy (BENCHMARKS.md)."""
     n_step: int = 1
     """Steps summed into each TD target. Measured on inverted_pendulum: 3 (DrQ-v2's choice) kept state
     SAC at 363 after 30k steps where 1 solved it by 15k; from pixels both reached 1000 by 5k (BENCHMARKS.md)."""
