@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench.machine import describe
@@ -43,6 +44,9 @@ HEADS = {
 def _ms_per_update(head: str, device: torch.device, repeats: int) -> float:
     representation = "scratch" if head == "scratch" else "frozen"
     agent, batch = _learner(representation, "float32", 1, finetune=head == "finetune", device=device)
+    if head != "scratch":  # feature maps as the replay gives them: (B, h, w, k, C) in memory
+        maps = np.ascontiguousarray(batch.frames.transpose(0, 3, 4, 1, 2)).transpose(0, 3, 4, 1, 2)
+        batch = batch._replace(frames=maps, next_frames=maps)
     agent.update(batch)  # warm-up: kernels chosen and cached
     if device.type == "cuda":
         torch.cuda.synchronize(device)
