@@ -60,11 +60,6 @@ class FrameSource:
         self.representation, self.encode, self.lanes, self.history = representation, encode, lanes, history
         self._stack: np.ndarray | None = None  # (lanes, k, *frame_shape)
 
-    @property
-    def frame_dtype(self) -> str:
-        """Dtype of a stored frame (:func:`frame_dtype`)."""
-        return frame_dtype(self.representation)
-
     def frames(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The newest frame of each observation in a batch: (B, *frame_shape)."""
         if self.representation == "state":

@@ -173,4 +173,25 @@ def _to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
     tensors = {name: torch.from_numpy(value) for name, value in batch._asdict().items()}
     if device.type == "cpu":
         return tensors
-    return {name: t.pin_memory().to(device, non_blocking=True) for name, t in tensors.items()}
+    return {name: _moved_in_layout(t, device) for name, t in tensors.items()}
+
+
+def _moved_in_layout(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``, its memory order kept.
+
+    A permuted view of dense memory (the replay's channels-last maps) travels as that memory, pinned,
+    instead of being transposed on the host first.
+    """
+    order = memory_order(tensor)
+    dense = tensor.permute(order)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return dense.pin_memory().to(device, non_blocking=True).permute(inverse)
+
+
+def memory_order(tensor: torch.Tensor) -> list[int]:
+    """The dimensions of ``tensor`` from the largest stride to the smallest (ties keep their order).
+
+    Permuted in this order, a view of dense memory (a transposed or channels-last tensor) is contiguous.
+    """
+    strides = tensor.stride()
+    return sorted(range(tensor.ndim), key=lambda d: -strides[d])

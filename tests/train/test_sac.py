@@ -229,3 +229,14 @@ def test_proprio_off_acts_from_frames_alone():
         _agent().head(frames, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="proprio off needs a pixel representation"):
         TrainConfig(representation="state", proprio=False)
+
+
+def test_a_batch_goes_to_a_gpu_as_the_memory_it_is_in():
+    from train.sac import memory_order
+
+    channels_last = torch.zeros(4, 5, 6, 3, 7).permute(0, 3, 4, 1, 2)  # (B, k, C, h, w) over (B, h, w, k, C)
+    order = memory_order(channels_last)
+    assert order == [0, 3, 4, 1, 2] and channels_last.permute(order).is_contiguous()
+    plain = torch.zeros(2, 3, 4)
+    assert memory_order(plain) == [0, 1, 2]
+    assert memory_order(torch.zeros(3, 1, 4)) == [0, 1, 2]  # a size-1 dimension keeps its place
