@@ -164,6 +164,8 @@ class LocalCollector:
         """See :meth:`Collector.collect`."""
         if self._proprio is None:
             raise RuntimeError("start the collector before collecting")
+        if steps < 1:
+            raise ValueError(f"steps is {steps}; collect at least one step")
         actions, rewards, terminations, frames, proprios = [], [], [], [], []
         starts: list[EpisodeStarts] = []
         returns: list[float] = []
