@@ -70,4 +70,8 @@ def test_iqm_across_seeds_with_rliable():
     point, ci = across_seeds_iqm(scores, seed=0, resamples=500)
     assert point == pytest.approx(30.0)  # rliable's IQM trims 25% each side: (20*0.75 + 30 + 40*0.75)/2.5
     assert ci.low <= point <= ci.high and ci.high < 1000.0
-    assert across_seeds_iqm(scores, seed=0, resamples=500) == (point, ci)
+    np.random.seed(123)
+    untouched = np.random.random()
+    np.random.seed(123)
+    assert across_seeds_iqm(scores, seed=0, resamples=500) == (point, ci)  # repeats with the seed
+    assert np.random.random() == untouched  # and leaves numpy's global random state as it was
