@@ -6,28 +6,11 @@ exactly as ``train.envs.make_env`` renders them, not synthetic noise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-import torch
-from torch import nn
 
+from distill.actors import Actor
 from train.envs import make_env
 from train.presets import ObsMode
-
-Actor = Callable[[dict[str, np.ndarray]], np.ndarray]
-"""One observation (entry name -> unbatched array) -> one action within the bounds, float (A,)."""
-
-
-def torch_actor(module: nn.Module) -> Actor:
-    """A batch-of-one torch policy (observation dict -> float (B, A)) as an :data:`Actor`."""
-
-    def act(observation: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            batch = {name: torch.from_numpy(np.ascontiguousarray(value[None])) for name, value in observation.items()}
-            return np.asarray(module(batch)[0].numpy())
-
-    return act
 
 
 def collect_observations(

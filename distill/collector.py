@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from distill.collect import Actor, torch_actor
+from distill.actors import Actor, torch_actor
 from distill.dagger import Collection, collect
 from models.student import Student
 
@@ -41,11 +41,12 @@ class DaggerCollector(Protocol):
         steps: int,
         first_seed: int,
         progress: Callable[[], None] | None = None,
+        replay_seeds: Sequence[int] = (),
     ) -> Collection:
         """``steps`` labelled observations of the mixture policy.
 
-        The student acts with ``weights``, the teacher drives a step with probability ``beta``, and
-        episode ``j`` resets with ``first_seed + j``.
+        The student acts with ``weights``, the teacher drives a step with probability ``beta``; the
+        first episodes reset with ``replay_seeds``, then episode ``j`` with ``first_seed + j``.
         """
         ...
 
@@ -87,13 +88,15 @@ class LocalDaggerCollector:
         steps: int,
         first_seed: int,
         progress: Callable[[], None] | None = None,
+        replay_seeds: Sequence[int] = (),
     ) -> Collection:
         """See :meth:`DaggerCollector.collect`."""
         self.student.load_state_dict(weights)
         actor = torch_actor(self.student)
         return collect(
-            self.env, actor, self.teacher, beta, steps, self.names, self.bounds, self.rng, first_seed, progress
-        )
+            self.env, actor, self.teacher, beta, steps, self.names, self.bounds, self.rng, first_seed, progress,
+            replay_seeds,
+        )  # fmt: skip
 
     def close(self) -> None:
         """See :meth:`DaggerCollector.close`."""

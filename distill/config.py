@@ -5,6 +5,7 @@ The CLI derives the subcommand's flags from :class:`DistillConfig`; each field's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,28 @@ class DistillConfig:
     baseline: bool = True
     """Also train behaviour cloning (the teacher drives every step, same data and update budget) and
     report it beside DAgger."""
-    eval_episodes: int = 10
-    """Evaluation episodes of teacher and students, on the same held-out seeds."""
+    eval_episodes: int = 100
+    """Held-out evaluation episodes of the report card: the teacher, random actions and the students
+    all run the same seeds. 100 show a 1-in-50 failure with probability 0.87."""
+    eval_seconds: float = 900.0
+    """Most seconds the teacher's evaluation may take: it starts no episode after that, and the other
+    policies run the seeds it reached. The card says how many episodes it rests on."""
+    failure_below: float | None = None
+    """An evaluation episode whose return is below this fails, beside the task's own criterion. Unset:
+    the task's own criterion (inverted_pendulum, walker2d: the episode terminated, it fell), or for a
+    task without one a return below failure_fraction of the way from random actions to the teacher."""
+    failure_fraction: float = 0.5
+    """For a task without its own failure criterion and no failure_below: an episode fails below this
+    fraction of the way from random actions' median return to the teacher's."""
+    failure_iterations: int = 3
+    """DAgger iterations aimed at failures, after the fixed ones: while the student fails check
+    episodes that the teacher handles, one more iteration replays those episodes' seeds (the student
+    drives, the teacher labels the states that led there), fills up with fresh student-driven
+    episodes, and trains. 0 turns it off; behaviour cloning gets as many more iterations as DAgger ran."""
+    check_episodes: int = 100
+    """Student episodes of each failure check (seeds of their own, never the report's)."""
+    check_seconds: float = 240.0
+    """Most seconds one failure check may take (at least one episode runs)."""
     latency_calls: int = 500
     """Single-sample onnxruntime calls (one thread) timed for teacher and student latency."""
     video: bool = True
@@ -74,6 +95,7 @@ class DistillConfig:
             "updates_per_iteration",
             "batch_size",
             "eval_episodes",
+            "check_episodes",
             "threads",
         )
         require_at_least_one(self, positive)
@@ -82,6 +104,18 @@ class DistillConfig:
             raise ValueError(f"hidden is {self.hidden}; give one or more positive layer sizes")
         if not 0.0 <= self.beta_decay <= 1.0:
             raise ValueError(f"beta_decay is {self.beta_decay}; it must be in [0, 1]")
+        for name in ("eval_seconds", "check_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} is {value}; it must be positive")
+        if self.failure_below is not None and not math.isfinite(self.failure_below):
+            raise ValueError(f"failure_below is {self.failure_below}; give a finite return (or leave it out)")
+        if not 0.0 < self.failure_fraction <= 1.0:
+            raise ValueError(f"failure_fraction is {self.failure_fraction}; it must be in (0, 1]")
+        if self.failure_iterations < 0:
+            raise ValueError(f"failure_iterations is {self.failure_iterations}; it must not be negative (0: off)")
+        if self.check_episodes > 10_000:
+            raise ValueError(f"check_episodes is {self.check_episodes}; at most 10,000 per check")
         if self.lr <= 0:
             raise ValueError(f"lr is {self.lr}; it must be positive")
         if self.latency_calls < 0:
@@ -100,5 +134,5 @@ class DistillConfig:
 
     @property
     def capacity(self) -> int:
-        """Observations the aggregated dataset holds after the last iteration."""
-        return self.iterations * self.steps_per_iteration
+        """Observations the aggregated dataset can hold: every fixed and failure-aimed iteration."""
+        return (self.iterations + self.failure_iterations) * self.steps_per_iteration

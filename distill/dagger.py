@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.collect import Actor
+from distill.actors import Actor
 from distill.dataset import Dataset
 from models.student import Student
 
@@ -50,6 +50,7 @@ def collect(
     rng: np.random.Generator,
     first_seed: int,
     progress: Callable[[], None] | None = None,
+    replay_seeds: Sequence[int] = (),
 ) -> Collection:
     """Run the mixture policy for ``steps`` steps; the teacher labels every observation.
 
@@ -62,15 +63,21 @@ def collect(
         names: the student's observation entries (what the dataset stores).
         bounds: (low, high) action bounds, to express labels in [-1, 1].
         rng: draws who drives each step.
-        first_seed: episode ``j`` of this collection resets with ``first_seed + j``.
+        first_seed: episode ``j`` of this collection resets with ``first_seed + j``, after the replays.
         progress: called after every step (e.g. to advance a progress bar).
+        replay_seeds: the first episodes reset with these seeds, in order: episodes where the student
+            failed, replayed so that the teacher labels the states that led there.
     """
     low, high = bounds
     stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
     labels: list[np.ndarray] = []
     returns: list[float] = []
     teacher_steps, episode, total = 0, 0, 0.0
-    observation, _ = env.reset(seed=first_seed)
+
+    def seed_of(j: int) -> int:
+        return int(replay_seeds[j]) if j < len(replay_seeds) else first_seed + j - len(replay_seeds)
+
+    observation, _ = env.reset(seed=seed_of(0))
     for _ in range(steps):
         label = teacher(observation)
         for name in names:
@@ -87,7 +94,7 @@ def collect(
         if terminated or truncated:
             returns.append(total)
             episode, total = episode + 1, 0.0
-            observation, _ = env.reset(seed=first_seed + episode)
+            observation, _ = env.reset(seed=seed_of(episode))
     normalized = 2.0 * (np.stack(labels) - low) / (high - low) - 1.0
     return Collection(
         {name: np.stack(values) for name, values in stored.items()},

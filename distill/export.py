@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
-from distill.collect import collect_observations, torch_actor
+from distill.actors import torch_actor
+from distill.collect import collect_observations
 from distill.errors import ExportError
 from distill.export_config import ExportConfig
 from distill.latency import onnx_latency, parameter_counts

@@ -10,7 +10,7 @@ from torch import nn
 from agent_runtime.spec import PolicySpec, SpecMismatchError
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError
-from train.envs import build_spec
+from train.envs import build_spec, observation_mode
 from train.presets import ObsMode
 from train.run_files import CHECKPOINT_NAME
 from train.teacher import policy_from_checkpoint
@@ -39,11 +39,6 @@ class RunPolicy:
     def mode(self) -> ObsMode:
         """The environment observation mode its spec describes."""
         return observation_mode(self.spec)
-
-
-def observation_mode(spec: PolicySpec) -> ObsMode:
-    """``"pixels"`` for a spec with a camera entry, ``"state"`` for a state-vector spec."""
-    return "pixels" if "pixels" in spec.observation_names else "state"
 
 
 def load_run_policy(run_dir: Path) -> RunPolicy:

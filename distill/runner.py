@@ -22,15 +22,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
-from distill.collect import Actor, collect_observations, torch_actor
+from agent_runtime.spec import PolicySpec
+from distill.actors import Actor, ActorPolicy, onnx_actor, random_actor, torch_actor
+from distill.collect import collect_observations
 from distill.collector import LocalDaggerCollector, student_weights
 from distill.config import DistillConfig
 from distill.dagger import train_student
 from distill.dataset import Dataset
 from distill.export import export_policy
+from distill.failure_check import FailureCheck, FailureChecker
 from distill.latency import onnx_latency, parameter_counts
-from distill.report import ReportCard, Returns
+from distill.report import ReportCard
 from distill.run_policy import load_run_policy
 from distill.student_checkpoint import STUDENT_CHECKPOINT, build_student, save_student
 from models.student import Student
@@ -38,47 +40,17 @@ from train.allocator import keep_freed_memory
 from train.device import resolve_device
 from train.envs import build_spec, make_env
 from train.evaluate import eval_seeds, evaluate
-from train.onnx_io import cpu_session
+from train.failure import report_rule
 from train.presets import get_preset
+from train.score_text import returns_text
+from train.scores import score
+from train.stats import retention
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
 COLLECTION_SEED_BASE = 10_000
 """Collection episodes start here (per seed and iteration), apart from training's and evaluation's seeds."""
-
-
-class ActorPolicy:
-    """An :data:`Actor` as an evaluation policy; the environment already stacks the frame history."""
-
-    def __init__(self, actor: Actor) -> None:
-        self.actor = actor
-
-    def reset(self) -> None:
-        """Nothing to clear: observations carry their own history."""
-
-    def __call__(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """The action for one observation."""
-        return self.actor(observation)
-
-
-def onnx_actor(path: Path, names: tuple[str, ...], threads: int) -> Actor:
-    """An exported policy in onnxruntime as an :data:`Actor` (batch of one)."""
-    session = cpu_session(path, threads)
-
-    def act(observation: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(observation[name][None]) for name in names}
-        (action,) = session.run([ONNX_ACTION_OUTPUT], feed)
-        return np.asarray(action[0])
-
-    return act
-
-
-def random_actor(spec: PolicySpec, seed: int) -> Actor:
-    """Uniformly random actions within the bounds: the floor every policy is compared with."""
-    rng = np.random.default_rng(seed)
-    low, high = np.asarray(spec.action.low), np.asarray(spec.action.high)
-    return lambda _observation: rng.uniform(low, high).astype(np.float32)
 
 
 def run(cfg: DistillConfig) -> dict[str, Any]:
@@ -108,29 +80,48 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
             return make_env(preset, student_mode)
         return make_env(preset, "pixels", with_state=True)  # a state teacher labels a pixel student, or back
 
+    # The report's held-out episodes: the teacher runs first, within the budget; every other policy
+    # runs exactly the seeds it reached. The failure criterion is settled here, before any student.
+    log.info("evaluating the teacher on up to %d held-out seeds (at most %.0f s)", cfg.eval_episodes, cfg.eval_seconds)
+    held_out = eval_seeds(cfg.seed, cfg.eval_episodes)
+    teacher_result = evaluate(ActorPolicy(teacher_actor), task, teacher_mode, held_out, budget_s=cfg.eval_seconds)
+    seeds = list(teacher_result.seeds)
+    random_result = evaluate(ActorPolicy(random_actor(spec, cfg.seed)), task, student_mode, seeds)
+    rule = report_rule(task, teacher_result.returns, random_result.returns, cfg.failure_fraction, cfg.failure_below)
+    log.info(
+        "teacher: %s; failure criterion: %s", returns_text(score(teacher_result, rule).stats.to_dict()),
+        rule.describe() or "none",
+    )  # fmt: skip
+
+    checker = None
+    if rule.defined and cfg.failure_iterations > 0:
+        checker = FailureChecker(
+            task, student_mode, teacher_mode, teacher_actor, rule, cfg.seed, cfg.check_episodes, cfg.check_seconds
+        )
     methods = ["dagger", "bc"] if cfg.baseline else ["dagger"]
     students: dict[str, Student] = {}
     datasets: dict[str, Dataset] = {}
     history: dict[str, list[dict[str, Any]]] = {}
+    checks: list[FailureCheck] = []
     for method in methods:
         torch.manual_seed(cfg.seed)
         student = build_student(cfg, spec).to(device)
         datasets[method] = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
-        history[method] = _imitate(cfg, method, student, datasets[method], teacher_actor, make, spec)
+        if method == "dagger":
+            history[method] = _imitate(
+                cfg, method, student, datasets[method], teacher_actor, make, spec, checker=checker, checks=checks
+            )
+        else:  # the same budget as DAgger's, failure-aimed iterations included; the teacher drives them
+            history[method] = _imitate(
+                cfg, method, student, datasets[method], teacher_actor, make, spec, iterations=len(history["dagger"])
+            )
         students[method] = student.cpu()  # evaluated and exported on the CPU, as the robot runs it
 
-    log.info("evaluating random actions, the teacher and the students on %d held-out seeds", cfg.eval_episodes)
-    seeds = eval_seeds(cfg.seed, cfg.eval_episodes)
-    random_return = evaluate(ActorPolicy(random_actor(spec, cfg.seed)), task, student_mode, seeds)
-    teacher_return = evaluate(ActorPolicy(teacher_actor), task, teacher_mode, seeds)
+    log.info("evaluating the students on the %d held-out seeds", len(seeds))
     video = cfg.run_dir / "student.mp4" if cfg.video else None
-    student_returns = {
+    student_results = {
         method: evaluate(
-            ActorPolicy(torch_actor(student)),
-            task,
-            student_mode,
-            seeds,
-            video if method == "dagger" else None,
+            ActorPolicy(torch_actor(student)), task, student_mode, seeds, video if method == "dagger" else None
         )
         for method, student in students.items()
     }
@@ -157,16 +148,25 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         teacher_policy=str(teacher.spec.provenance.policy),
         student_policy=f"student-{cfg.student}",
         seeds=tuple(seeds),
-        random=Returns.of(random_return.returns),
-        teacher=Returns.of(teacher_return.returns),
-        students={method: Returns.of(result.returns) for method, result in student_returns.items()},
+        episodes_requested=cfg.eval_episodes,
+        eval_seconds=cfg.eval_seconds,
+        failure_criterion=rule.describe(),
+        random=score(random_result, rule, cfg.seed),
+        teacher=score(teacher_result, rule, cfg.seed),
+        students={method: score(result, rule, cfg.seed) for method, result in student_results.items()},
+        retention={m: retention(r.returns, teacher_result.returns, seed=cfg.seed) for m, r in student_results.items()},
+        normalized_retention={
+            m: retention(r.returns, teacher_result.returns, random_result.returns, seed=cfg.seed)
+            for m, r in student_results.items()
+        },
+        failure_checks=tuple(checks),
         teacher_parameters=parameter_counts(teacher.module)["total"],
         student_parameters=parameter_counts(student)["total"],
         teacher_latency_ms=(latency["teacher"].p50_ms, latency["teacher"].p99_ms) if latency else None,
         student_latency_ms=(latency["student"].p50_ms, latency["student"].p99_ms) if latency else None,
         parity_max_abs_diff=exported.parity.max_abs_diff,
         parity_observations=exported.parity.observations,
-        dataset_size=cfg.capacity,
+        dataset_size=len(datasets["dagger"]),
     )
     report = {
         **card.to_dict(),
@@ -184,6 +184,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(cfg.run_dir / REPORT_NAME)
     (cfg.run_dir / "report.txt").write_text(card.table() + "\n")
+    log.info("report card:\n%s", card.table())
     return report
 
 
@@ -195,8 +196,26 @@ def _imitate(
     teacher: Actor,
     make: Any,
     spec: PolicySpec,
+    iterations: int | None = None,
+    checker: FailureChecker | None = None,
+    checks: list[FailureCheck] | None = None,
 ) -> list[dict[str, Any]]:
-    """All iterations of one method (``dagger`` or ``bc``); returns a line of numbers per iteration."""
+    """All iterations of one method (``dagger`` or ``bc``); returns a line of numbers per iteration.
+
+    Args:
+        cfg: the distillation's settings.
+        method: ``dagger`` (the mixture of teacher and student drives) or ``bc`` (the teacher drives).
+        student: the student, on the device it trains on.
+        dataset: the method's aggregated dataset.
+        teacher: the teacher's actor (the labels).
+        make: builds the environment the collector drives.
+        spec: the student's spec.
+        iterations: how many (default ``cfg.iterations``; behaviour cloning matches DAgger's count).
+        checker: DAgger only: after the fixed iterations, it checks a CPU copy of the student; while
+            it finds episodes the teacher handles and ``cfg.failure_iterations`` remain, one more
+            iteration replays them (student-driven) and trains.
+        checks: where each check's finding is appended.
+    """
     device = next(student.parameters()).device  # where it trains; the collector acts with a CPU copy
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
@@ -206,23 +225,43 @@ def _imitate(
         make(), build_student(cfg, spec), teacher, spec.observation_names, bounds, cfg.seed
     )
     # Collection steps of all iterations; the bar's rate is steps/s while collecting and labelling.
-    bar = tqdm(total=cfg.capacity, unit="step", desc=f"distill {method}", mininterval=1.0, disable=None)
+    planned = cfg.iterations if iterations is None else iterations
+    total = planned * cfg.steps_per_iteration
+    bar = tqdm(total=total, unit="step", desc=f"distill {method}", mininterval=1.0, disable=None)
+    cpu_student = build_student(cfg, spec).eval()  # what the failure checks act with
     try:
-        for i in range(cfg.iterations):
-            beta = cfg.beta(i) if method == "dagger" else 1.0
+        i = 0
+        replay: tuple[int, ...] = ()
+        while True:
+            if i >= planned:
+                if checker is None or i >= cfg.iterations + cfg.failure_iterations:
+                    break
+                cpu_student.load_state_dict(student_weights(student))
+                found = checker.check(cpu_student, i)
+                if checks is not None:
+                    checks.append(found)
+                replay = found.teacher_handles
+                if not replay:
+                    break
+                bar.total += cfg.steps_per_iteration
+            aimed = i >= cfg.iterations  # a failure-aimed iteration: the student drives every step
+            beta = 0.0 if aimed and method == "dagger" else cfg.beta(i) if method == "dagger" else 1.0
             first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * 10_000
             began = time.perf_counter()
             got = collector.collect(
-                student_weights(student), beta, cfg.steps_per_iteration, first_seed, progress=lambda: bar.update(1)
-            )
+                student_weights(student), beta, cfg.steps_per_iteration, first_seed, progress=lambda: bar.update(1),
+                replay_seeds=replay,
+            )  # fmt: skip
             bar.set_postfix(iteration=f"{i + 1}/{cfg.iterations}", phase="training")
             dataset.append(got.observations, got.labels)
             collected = time.perf_counter()
             metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng, device)
             trained = time.perf_counter()
             returns = got.episode_returns
-            line = {
+            line: dict[str, Any] = {
                 "iteration": i,
+                "failure_aimed": aimed,
+                "replayed_seeds": list(replay),
                 "beta": beta,
                 "teacher_share": got.teacher_steps / cfg.steps_per_iteration,
                 "dataset": len(dataset),
@@ -232,10 +271,11 @@ def _imitate(
                 **metrics,
             }
             lines.append(line)
+            i += 1
             log.info(
                 "%s iteration %d/%d: beta %.2f, dataset %d, imitation loss %.4f -> %.4f, collection return %s "
                 "(%.0f steps/s collecting, %.1f updates/s)",
-                method, i + 1, cfg.iterations, beta, len(dataset), metrics["loss/imitation_first"],
+                method, i, max(planned, i), beta, len(dataset), metrics["loss/imitation_first"],
                 metrics["loss/imitation_last"], "n/a" if not returns else f"{np.mean(returns):.1f}",
                 line["collect_steps_per_s"], line["updates_per_s"],
             )  # fmt: skip

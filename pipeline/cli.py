@@ -23,12 +23,26 @@ from distill.config import DistillConfig
 from distill.export_config import ExportConfig
 from pipeline.demo import DemoConfig
 from pipeline.demo_report import training_line
+from pipeline.evaluate_policy import EvaluateCommand
 from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.score_text import failure_text, returns_text
 
 TRAIN_EXTRA_MODULES = frozenset(
-    {"torch", "timm", "gymnasium", "mujoco", "tensorboard", "tqdm", "imageio", "imageio_ffmpeg", "onnx"}
+    {
+        "torch",
+        "timm",
+        "gymnasium",
+        "mujoco",
+        "tensorboard",
+        "tqdm",
+        "imageio",
+        "imageio_ffmpeg",
+        "onnx",
+        "scipy",
+        "rliable",
+    }
 )
 """Top-level modules of the ``train`` extra: train, distill, export, demo and the simulated robot need them."""
 
@@ -102,7 +116,7 @@ class RobotCommand:
     seconds: float | None = None
     """Stop after this many seconds, even with episodes unfinished."""
     seed: int = 0
-    """Seed of the first episode."""
+    """Seed of the first episode; episode i resets with seed + i (printed beside its return, to replay it)."""
     connect_timeout_s: float = 10.0
     """How long to wait for the server's hello reply."""
     server_public_key: Path | None = None
@@ -133,6 +147,7 @@ Command = (
     | Annotated[PresetsCommand, tyro.conf.subcommand("presets")]
     | Annotated[DistillConfig, tyro.conf.subcommand("distill")]
     | Annotated[ExportConfig, tyro.conf.subcommand("export")]
+    | Annotated[EvaluateCommand, tyro.conf.subcommand("evaluate")]
     | Annotated[ServeCommand, tyro.conf.subcommand("serve")]
     | Annotated[RobotCommand, tyro.conf.subcommand("robot")]
     | Annotated[KeysCommand, tyro.conf.subcommand("keys")]
@@ -208,11 +223,9 @@ def run_train(cfg: TrainConfig) -> None:
         else:
             print("\ninterrupted before the first checkpoint: there is nothing to resume", file=sys.stderr)
         raise SystemExit(request.exit_code()) from None
-    final = summary["final_eval"]
-    print(
-        f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}; "
-        f"evaluation return {final['mean']:.1f} +- {final['std']:.1f} over {len(final['returns'])} held-out episodes"
-    )
+    stats = summary["final_eval"]["stats"]
+    print(f"trained {summary['representation']} teacher on {summary['preset']}: {training_line(summary)}")
+    print(f"final evaluation: {returns_text(stats)}; failures {failure_text(stats)}")
     print(f"checkpoint: {summary['checkpoint']}")
     if summary["video"]:
         print(f"video: {summary['video']}")
@@ -237,6 +250,15 @@ def run_export(cfg: ExportConfig) -> None:
     from distill import export
 
     print(export.summary_text(export.run_export(cfg)))
+
+
+def run_evaluate(cmd: EvaluateCommand) -> None:
+    """Evaluate an exported policy on held-out episodes and print its statistics."""
+    from pipeline.evaluate_policy import RESULT_NAME, result_text
+    from pipeline.evaluate_policy import run_evaluate as evaluate
+
+    print(result_text(evaluate(cmd)))
+    print(f"result: {cmd.out / RESULT_NAME}")
 
 
 def run_serve(cmd: ServeCommand) -> None:
@@ -287,8 +309,9 @@ def run_robot(cmd: RobotCommand) -> None:
             duration_s=cmd.seconds,
         )
         stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
-        returns = robot.episode_returns
-    print(f"episode returns: {', '.join(f'{r:.1f}' for r in returns) or 'none finished'}")
+        returns, seeds = robot.episode_returns, robot.episode_seeds
+    listed = ", ".join(f"{r:.1f} (seed {s})" for r, s in zip(returns, seeds, strict=True))
+    print(f"episode returns: {listed or 'none finished'}")
     if returns:
         episodes = f"{len(returns)} episode" + ("s" if len(returns) > 1 else "")
         print(f"mean return {sum(returns) / len(returns):.1f} over {episodes}")
@@ -344,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PresetsCommand: run_presets,
         DistillConfig: run_distill,
         ExportConfig: run_export,
+        EvaluateCommand: run_evaluate,
         ServeCommand: run_serve,
         RobotCommand: run_robot,
         KeysCommand: run_keys,

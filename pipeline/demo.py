@@ -37,6 +37,7 @@ from pipeline.demo_report import build_report, json_ready, report_text, training
 from train.config import SACConfig, TrainConfig, require_at_least_one
 from train.presets import DEFAULT_PRESET, get_preset
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.score_text import failure_text, returns_text
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def drive_robot(cfg: DemoConfig) -> dict[str, Any]:
         client.connect()
         log.info("robot connected to %s; driving at %.4g Hz", server.endpoint, rate_hz)
         stats = run_loop(robot, client, loop_config, stop=_episode_logger(robot.episode_returns, cfg.robot_episodes))
-        returns = list(robot.episode_returns)
+        returns, seeds = list(robot.episode_returns), list(robot.episode_seeds)
         server_stats = server.stats.snapshot()
         endpoint = server.endpoint
     return {
@@ -311,6 +312,7 @@ def drive_robot(cfg: DemoConfig) -> dict[str, Any]:
         "fallback": loop_config.fallback,
         "episodes_requested": cfg.robot_episodes,
         "episode_returns": returns,
+        "episode_seeds": seeds,
         "mean_return": sum(returns) / len(returns) if returns else None,
         "elapsed_s": stats.elapsed_s,
         "loop": stats.summary(),
@@ -348,10 +350,9 @@ def _distill(cfg: DistillConfig) -> None:
     from distill.runner import run as distill
 
     report = distill(cfg)
-    log.info(
-        "student: return %.1f (teacher %.1f, random %.1f)",
-        report["students"]["dagger"]["mean"], report["teacher"]["mean"], report["random"]["mean"],
-    )  # fmt: skip
+    student, teacher = report["students"]["dagger"]["stats"], report["teacher"]["stats"]
+    log.info("student: %s, failures %s", returns_text(student), failure_text(student))
+    log.info("teacher: %s, failures %s", returns_text(teacher), failure_text(teacher))
 
 
 def _announce(name: str, status: str, budget: str) -> None:

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from train.score_text import failure_text, returns_text, worst_text
+
 ARTIFACT_NAMES = {
     "teacher_checkpoint": "teacher checkpoint",
     "teacher_video": "teacher video (evaluation episode)",
@@ -69,16 +71,17 @@ def build_report(
         stages: seconds each stage took in the run that finished it.
         artifacts: artifact name to path.
     """
-    returns = {
-        "random": _returns(card["random"]),
-        "teacher": _returns(card["teacher"]),
-        **{f"student_{method}": _returns(r) for method, r in card["students"].items()},
+    scores = {
+        "random": card["random"],
+        "teacher": card["teacher"],
+        **{f"student_{method}": s for method, s in card["students"].items()},
     }
     return json_ready(
         {
             "preset": card["preset"],
             "evaluation_seeds": card["seeds"],
-            "returns": returns,
+            "failure_criterion": card["failure_criterion"],
+            "scores": scores,
             "retention": card["retention"],
             "normalized_retention": card["normalized_retention"],
             "parameters": {"teacher": card["teacher_parameters"], "student": card["student_parameters"]},
@@ -97,27 +100,35 @@ def build_report(
 
 def report_text(report: dict[str, Any]) -> str:
     """The report as two Markdown tables: the numbers, then the artifacts."""
-    returns, robot, loop = report["returns"], report["robot"], report["robot"]["loop"]
+    scores, robot, loop = report["scores"], report["robot"], report["robot"]["loop"]
     training = report["teacher_training"]
-    random_mean = returns["random"]["mean"]
+    random_mean = scores["random"]["stats"]["mean"]
     seeds = report["evaluation_seeds"]
     rows = [
-        ("task", f"{report['preset']}; returns on {len(seeds)} held-out seeds, the same for every policy"),
+        (
+            "task",
+            f"{report['preset']}; {len(seeds)} held-out episodes, the same seeds for every policy; failure: "
+            f"{report['failure_criterion'] or 'no criterion'}",
+        ),
         (
             "teacher training",
             training_line(training, f"; {training['learning_steps_per_s']} while learning")
             + f", {training['encoder']}",
         ),
-        ("random actions: return", _text(returns["random"])),
-        ("teacher: return", _text(returns["teacher"])),
+        ("random actions: return", returns_text(scores["random"]["stats"])),
+        ("teacher: return (mean, IQM, 95% intervals)", returns_text(scores["teacher"]["stats"])),
+        ("teacher: failures", failure_text(scores["teacher"]["stats"])),
     ]
-    for key, value in returns.items():
+    for key, value in scores.items():
         if not key.startswith("student_"):
             continue
         method = key.removeprefix("student_")
         name = "DAgger" if method == "dagger" else "behaviour cloning"
+        stats = value["stats"]
         rows += [
-            (f"student ({name}): return", f"{_text(value)}; {_above(value['mean'], random_mean)}"),
+            (f"student ({name}): return", f"{returns_text(stats)}; {_above(stats['mean'], random_mean)}"),
+            (f"student ({name}): failures", failure_text(stats)),
+            (f"student ({name}): worst episodes (seed: return)", worst_text(value)),
             (f"student ({name}): retention, student / teacher", _pct(report["retention"][method])),
             (f"student ({name}): retention, (s - random) / (t - random)", _pct(report["normalized_retention"][method])),
         ]
@@ -134,7 +145,7 @@ def report_text(report: dict[str, Any]) -> str:
     episodes = robot["episode_returns"]
     finished = f"{len(episodes)} of {robot['episodes_requested']} episodes finished"
     if episodes:
-        listed = ", ".join(f"{r:.1f}" for r in episodes)
+        listed = ", ".join(f"{r:.1f} (seed {s})" for r, s in zip(episodes, robot["episode_seeds"], strict=True))
         above = _above(robot["mean_return"], random_mean)
         robot_returns = f"{listed} (mean {robot['mean_return']:.1f}; {finished}); {above}"
     else:
@@ -169,14 +180,6 @@ def report_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _returns(data: dict[str, Any]) -> dict[str, Any]:
-    return {"mean": data["mean"], "std": data["std"], "episodes": data["episodes"]}
-
-
-def _text(returns: dict[str, Any]) -> str:
-    return f"{returns['mean']:.1f} +- {returns['std']:.1f}"
-
-
 def _above(value: float, random_mean: float) -> str:
     """How far a return is above random actions' (a ratio too, where both are positive)."""
     ratio = ""
@@ -186,8 +189,11 @@ def _above(value: float, random_mean: float) -> str:
     return f"{value - random_mean:+.1f} vs random{ratio}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a (teacher no better than random, or its return not positive)" if value is None else f"{100 * value:.1f}%"
+def _pct(value: dict[str, Any] | None) -> str:
+    if value is None:
+        return "n/a (teacher no better than random, or its return not positive)"
+    ci = value["ci"]
+    return f"{100 * value['value']:.1f}% [{100 * ci['low']:.1f}%, {100 * ci['high']:.1f}%]"
 
 
 def _ms(value: list[float] | None) -> str:

@@ -6,6 +6,7 @@ its help text.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,17 @@ class TrainConfig:
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many environment steps."""
     eval_episodes: int = 5
-    """Episodes per evaluation, each on its own held-out seed."""
+    """Episodes per periodic evaluation, each on its own held-out seed: a progress signal."""
+    final_eval_episodes: int = 100
+    """Episodes of the final evaluation (held-out seeds; the periodic evaluations' are its first ones).
+    summary.json reports them as the report card does: mean, median and IQM with 95% bootstrap
+    intervals, failure rate with its Wilson interval, and the seeds of the worst episodes."""
+    final_eval_seconds: float = 600.0
+    """Most seconds the final evaluation may take: it starts no episode after that (the first always
+    runs), and summary.json says how many ran."""
+    failure_below: float | None = None
+    """An evaluation episode whose return is below this counts as a failure, beside the task's own
+    criterion (inverted_pendulum and walker2d: the episode terminated, i.e. it fell)."""
     checkpoint_every: int = 5_000
     """Write a checkpoint every this many environment steps (and at the end)."""
     video: bool = True
@@ -169,6 +180,7 @@ class TrainConfig:
             "n_step",
             "eval_every",
             "eval_episodes",
+            "final_eval_episodes",
             "checkpoint_every",
             "replay_capacity",
             "video_size",
@@ -176,6 +188,10 @@ class TrainConfig:
         )
         require_at_least_one(self, positive)
         check_device_name(self.device)
+        if not (math.isfinite(self.final_eval_seconds) and self.final_eval_seconds > 0):
+            raise ValueError(f"final_eval_seconds is {self.final_eval_seconds}; it must be positive")
+        if self.failure_below is not None and not math.isfinite(self.failure_below):
+            raise ValueError(f"failure_below is {self.failure_below}; give a finite return (or leave it out)")
         if self.updates_per_step <= 0:
             raise ValueError(f"updates_per_step is {self.updates_per_step}; it must be positive")
         if self.learning_starts < 0:

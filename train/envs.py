@@ -240,6 +240,11 @@ def _make_worker_env(name: str, mode: ObsMode) -> gym.Env[Any, Any]:
     return make_env(name, mode)
 
 
+def observation_mode(spec: PolicySpec) -> ObsMode:
+    """``"pixels"`` for a spec with a camera entry, ``"state"`` for a state-vector spec."""
+    return "pixels" if "pixels" in spec.observation_names else "state"
+
+
 def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec:
     """The policy spec of a preset's environment: observation entries, action, timing.
 

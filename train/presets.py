@@ -82,6 +82,9 @@ class TaskPreset:
         render_quality: see :data:`RenderQuality`.
         marker_scale: visual-only geoms (no contacts) to draw larger, by name and factor, so a
             marker such as the Reacher target is more than a pixel or two wide; physics is unchanged.
+        failure_on_termination: what it means when the environment ends an episode before its time
+            limit (e.g. "the pole fell"), for tasks where that is exactly a failure; ``None`` where
+            termination is not a failure (or never happens). Reports count such episodes as failures.
     """
 
     name: str
@@ -95,6 +98,7 @@ class TaskPreset:
     action_repeat: int = 1
     render_quality: RenderQuality = "fast"
     marker_scale: tuple[tuple[str, float], ...] = ()
+    failure_on_termination: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -138,6 +142,8 @@ PRESETS: dict[str, TaskPreset] = {
             camera=CameraConfig(distance=2.5, elevation_deg=0.0, azimuth_deg=90.0, lookat=(0.0, 0.0, 0.2)),
             proprio=_joints(("slider",), "position", "velocity"),
             state_quantities=_qpos_qvel((("slider", "slide"), ("hinge", "hinge")), skip_positions=0),
+            # The env terminates when the pole leans more than 0.2 rad: the episode's failure.
+            failure_on_termination="the pole fell",
         ),
         TaskPreset(
             name="reacher",
@@ -178,6 +184,8 @@ PRESETS: dict[str, TaskPreset] = {
             state_quantities=_qpos_qvel(_PLANAR_ROOT + tuple((j, "hinge") for j in _WALKER_JOINTS), 1),
             # The env steps 8 ms; holding each action for 4 steps gives a 32 ms (31 Hz) control period.
             action_repeat=4,
+            # Terminated when unhealthy: the torso too low or tilted, i.e. the walker fell.
+            failure_on_termination="the walker fell",
         ),
     )
 }

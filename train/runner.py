@@ -26,6 +26,7 @@ from train.config import TrainConfig
 from train.device import resolve_device
 from train.envs import build_spec
 from train.evaluate import EvalResult, eval_seeds, evaluate
+from train.failure import preset_rule
 from train.frames import Encode, frame_dtype, torch_encode
 from train.learner import Learner
 from train.metrics import TensorBoardWriter
@@ -33,6 +34,8 @@ from train.onnx_io import onnx_cuda_available
 from train.presets import get_preset
 from train.replay import Batch
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.score_text import failure_text, returns_text
+from train.scores import score
 from train.teacher import build_encoder, config_from_dict, config_to_dict, history
 
 log = logging.getLogger(__name__)
@@ -172,18 +175,22 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     eval_time = [0.0]
     start_step, start_time = state["step"], time.perf_counter()
 
-    def run_eval(video: Path | None) -> EvalResult:
+    def run_eval(video: Path | None, episodes: int, budget_s: float | None = None) -> EvalResult:
         began = time.perf_counter()
         evaluation_policy.load(learner.weights())
         policy = EpisodePolicyOf(evaluation_policy, cfg, spec, encode)
-        result = evaluate(policy, preset, mode, eval_seeds(cfg.seed, cfg.eval_episodes), video, cfg.video_size)
-        state["evals"].append([state["step"], result.mean, result.std])
+        seeds = eval_seeds(cfg.seed, episodes)
+        result = evaluate(policy, preset, mode, seeds, video, cfg.video_size, budget_s=budget_s)
+        # The curve keeps the periodic evaluations' few episodes, also at the end, so it stays comparable.
+        periodic = result.returns[: cfg.eval_episodes]
+        mean, std = float(np.mean(periodic)), float(np.std(periodic))
+        state["evals"].append([state["step"], mean, std])
         # The curve so far, readable while the run goes on (summary.json comes only at the end).
         _write_json(cfg.run_dir / "evals.json", {"evals": state["evals"]})
-        writer.scalars(state["step"], {"eval/return_mean": result.mean, "eval/return_std": result.std})
+        writer.scalars(state["step"], {"eval/return_mean": mean, "eval/return_std": std})
         eval_time[0] += time.perf_counter() - began
         rate = (state["step"] - start_step) / max(time.perf_counter() - start_time, 1e-9)
-        log.info("step %d: evaluation return %.1f +- %.1f (%.0f steps/s)", state["step"], result.mean, result.std, rate)
+        log.info("step %d: evaluation return %.1f +- %.1f (%.0f steps/s)", state["step"], mean, std, rate)
         return result
 
     update_time = 0.0
@@ -270,7 +277,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                 log.info("stopped at step %d; checkpoint saved to %s", state["step"], cfg.run_dir / CHECKPOINT_NAME)
                 raise TrainingStopped(state["step"])
             if state["step"] >= next_eval and state["step"] < cfg.target_steps:
-                last_eval = run_eval(None).mean
+                last_eval = run_eval(None, cfg.eval_episodes).mean
                 next_eval = _next_multiple(state["step"], cfg.eval_every)
             if state["step"] % 1000 < cfg.num_envs:
                 elapsed = time.perf_counter() - start_time
@@ -294,7 +301,16 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             # without the random warm-up and without evaluations.
             learning_rate = (state["step"] - learn_start[0]) / (time.perf_counter() - learn_start[1] - eval_time[0])
         video_path = cfg.run_dir / "eval.mp4" if cfg.video else None
-        final_eval = run_eval(video_path)
+        log.info(
+            "final evaluation: %d episodes on held-out seeds (at most %.0f s)", cfg.final_eval_episodes,
+            cfg.final_eval_seconds,
+        )  # fmt: skip
+        final_eval = run_eval(video_path, max(cfg.final_eval_episodes, cfg.eval_episodes), cfg.final_eval_seconds)
+        final_score = score(final_eval, preset_rule(preset, cfg.failure_below), seed=cfg.seed)
+        log.info(
+            "final evaluation: %s; failures %s", returns_text(final_score.stats.to_dict()),
+            failure_text(final_score.stats.to_dict()),
+        )  # fmt: skip
         save()
     finally:
         collector.close()
@@ -313,7 +329,15 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         "steps_per_s": round((state["step"] - start_step) / max(elapsed, 1e-9), 1),
         "learning_steps_per_s": round(learning_rate, 1) if learning_rate is not None else None,
         "time_s": {name: round(value, 1) for name, value in {**collector.time_s, "update": update_time}.items()},
-        "final_eval": {"mean": final_eval.mean, "std": final_eval.std, "returns": list(final_eval.returns)},
+        # The report card's statistics (train.scores), with every episode's seed and return kept.
+        "final_eval": {
+            "mean": final_eval.mean,
+            "std": final_eval.std,
+            "seeds": list(final_eval.seeds),
+            "returns": list(final_eval.returns),
+            "terminated": list(final_eval.terminated),
+            **final_score.to_dict(),
+        },
         "evals": state["evals"],
         "checkpoint": str(cfg.run_dir / CHECKPOINT_NAME),
         "video": str(video_path) if video_path else None,

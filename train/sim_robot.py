@@ -17,7 +17,11 @@ from train.envs import build_spec, make_env
 
 
 class SimRobot:
-    """A preset's environment as a robot; episodes restart by themselves and their returns are kept.
+    """A preset's environment as a robot; episodes restart by themselves and their seeds and returns are kept.
+
+    Episode ``i`` (counting from 0, across every reset) resets the environment with ``seed + i``, so
+    any episode can be replayed alone: ``agent-runtime evaluate --seeds S`` runs the same episode
+    in-process.
 
     Args:
         preset: task preset name (see ``agent-runtime presets``).
@@ -28,11 +32,14 @@ class SimRobot:
     def __init__(self, preset: str, mode: str = "pixels", seed: int = 0) -> None:
         self._spec = build_spec(preset, mode)  # type: ignore[arg-type]
         self._env: Any = make_env(preset, mode)  # type: ignore[arg-type]
-        self._seed: int | None = seed
+        self._next_seed = seed
+        self._seed = seed  # the running episode's
         self._obs: dict[str, np.ndarray] | None = None
         self._return = 0.0
         self.episode_returns: list[float] = []
         """Sum of environment rewards of every finished episode, in order."""
+        self.episode_seeds: list[int] = []
+        """The reset seed of every finished episode, beside ``episode_returns``."""
         self.steps = 0
         """Actions applied since construction."""
 
@@ -42,9 +49,10 @@ class SimRobot:
         return self._spec
 
     def reset(self) -> None:
-        """Start a new episode (the first one with the given seed); the unfinished one's return is discarded."""
+        """Start a new episode, with the next seed; the unfinished one's return is discarded."""
+        self._seed = self._next_seed
+        self._next_seed += 1
         self._obs, _ = self._env.reset(seed=self._seed)
-        self._seed = None  # later episodes continue the environment's random stream
         self._return = 0.0
 
     def observe(self) -> dict[str, np.ndarray]:
@@ -62,6 +70,7 @@ class SimRobot:
         self.steps += 1
         if terminated or truncated:
             self.episode_returns.append(self._return)
+            self.episode_seeds.append(self._seed)
             self.reset()
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 Within one policy (its evaluation episodes): mean, median and interquartile mean (IQM: the mean of
 the middle 50% of episodes), each with a 95% bootstrap interval (``scipy.stats.bootstrap``,
 percentile method, a fixed seed so a report repeats), and a failure rate with its Wilson score
-interval (``scipy.stats.binomtest``). A failure is an episode whose return is below a threshold the
-caller states (a fraction of the teacher's median, or the task's own success criterion).
+interval (``scipy.stats.binomtest``). Which episodes failed the caller says (``train.failure``: the
+task's own criterion, or a return threshold). Between two policies evaluated on the same episodes,
+a ratio of mean returns (retention) with a paired bootstrap interval.
 
 Across seeds (learning curves): IQM with stratified bootstrap intervals from ``rliable`` (Agarwal et
 al., 2021, "Deep RL at the Edge of the Statistical Precipice"), imported only when asked for.
@@ -42,7 +43,8 @@ class ReturnStats:
         episodes: how many episodes the figures rest on.
         mean, median, iqm: point estimates of the episode return.
         mean_ci, median_ci, iqm_ci: their bootstrap intervals.
-        failure_below: returns below this count as failures (``None``: no failure criterion).
+        failure_criterion: what counted as a failure, in words; ``None`` when there was no criterion,
+            and then the three failure fields are ``None`` too.
         failures: how many episodes failed.
         failure_rate: ``failures / episodes``.
         failure_ci: its Wilson score interval.
@@ -55,10 +57,10 @@ class ReturnStats:
     median_ci: Interval
     iqm: float
     iqm_ci: Interval
-    failure_below: float | None
-    failures: int
-    failure_rate: float
-    failure_ci: Interval
+    failure_criterion: str | None
+    failures: int | None
+    failure_rate: float | None
+    failure_ci: Interval | None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -90,23 +92,29 @@ def _bootstrap(values: np.ndarray, statistic: Any, seed: int) -> Interval:
     return Interval(float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
-def return_stats(returns: ArrayLike, failure_below: float | None = None, seed: int = 0) -> ReturnStats:
+def return_stats(
+    returns: ArrayLike, failed: ArrayLike | None = None, criterion: str | None = None, seed: int = 0
+) -> ReturnStats:
     """The statistics of one policy's episode returns; see the module docstring.
 
     Args:
         returns: one return per episode (at least one, all finite).
-        failure_below: an episode with a return below this is a failure; ``None`` counts none.
+        failed: one boolean per episode, true where it failed; ``None`` when there is no failure criterion.
+        criterion: the failure criterion in words (kept in the report); required with ``failed``.
         seed: seed of the bootstrap resampling, so a report repeats exactly.
 
     Raises:
-        ValueError: no returns, or a return that is not finite.
+        ValueError: no returns, a return that is not finite, or ``failed`` of another length.
     """
-    values = np.asarray(returns, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"return_stats needs one return per episode; got an array of shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"episode returns must be finite; got {values[~np.isfinite(values)][:3].tolist()}")
-    failures = int((values < failure_below).sum()) if failure_below is not None else 0
+    values = _returns(returns)
+    failures: int | None = None
+    if failed is not None:
+        flags = np.asarray(failed, dtype=bool)
+        if flags.shape != values.shape:
+            raise ValueError(f"{values.size} returns but {flags.size} failure flags; give one of each per episode")
+        if not criterion:
+            raise ValueError("failure flags need their criterion in words (criterion=...), for the report")
+        failures = int(flags.sum())
     return ReturnStats(
         episodes=int(values.size),
         mean=float(values.mean()),
@@ -115,11 +123,76 @@ def return_stats(returns: ArrayLike, failure_below: float | None = None, seed: i
         median_ci=_bootstrap(values, np.median, seed),
         iqm=float(iqm(values)),
         iqm_ci=_bootstrap(values, iqm, seed),
-        failure_below=failure_below,
+        failure_criterion=criterion if failures is not None else None,
         failures=failures,
-        failure_rate=failures / values.size,
-        failure_ci=failure_interval(failures, int(values.size)),
+        failure_rate=None if failures is None else failures / values.size,
+        failure_ci=None if failures is None else failure_interval(failures, int(values.size)),
     )
+
+
+def _returns(returns: ArrayLike, name: str = "return_stats") -> np.ndarray:
+    values = np.asarray(returns, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} needs one return per episode; got an array of shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"episode returns must be finite; got {values[~np.isfinite(values)][:3].tolist()}")
+    return values
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of mean returns with its paired bootstrap interval."""
+
+    value: float
+    ci: Interval
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return asdict(self)
+
+
+def retention(student: ArrayLike, teacher: ArrayLike, floor: ArrayLike | None = None, seed: int = 0) -> Ratio | None:
+    """How much of the teacher the student keeps, on the same episodes, with a paired bootstrap interval.
+
+    Without ``floor``: ``mean(student) / mean(teacher)``, defined only when the teacher's mean is
+    positive. With ``floor`` (random actions' returns on the same episodes):
+    ``(mean(student) - mean(floor)) / (mean(teacher) - mean(floor))``, which reads the same for
+    rewards and costs (1 is the teacher, 0 is random); defined when the teacher beats the floor.
+    Episode ``i`` of every array is the same seed, so resampling draws whole episodes (``paired``).
+
+    Returns:
+        The ratio and its interval, or ``None`` where it is not defined.
+    """
+    samples = [_returns(student, "retention"), _returns(teacher, "retention")]
+    if floor is not None:
+        samples.append(_returns(floor, "retention"))
+    if len({s.size for s in samples}) != 1:
+        raise ValueError(f"retention compares the same episodes; got {[s.size for s in samples]} returns")
+
+    def ratio(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+        base = arrays[2].mean(axis=axis) if len(arrays) == 3 else 0.0
+        span = arrays[1].mean(axis=axis) - base
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray((arrays[0].mean(axis=axis) - base) / span)
+
+    point = float(ratio(*samples))
+    base = float(samples[2].mean()) if floor is not None else 0.0
+    if float(samples[1].mean()) - base <= 0:
+        return None
+    if samples[0].size < 2 or all(np.all(s == s[0]) for s in samples):
+        return Ratio(point, Interval(point, point))
+    result = stats.bootstrap(
+        tuple(samples),
+        ratio,
+        paired=True,
+        vectorized=True,
+        confidence_level=CONFIDENCE,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval.low, result.confidence_interval.high
+    return Ratio(point, Interval(float(low), float(high)))
 
 
 def across_seeds_iqm(scores: ArrayLike, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, Interval]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill.collect import collect_observations, torch_actor
+from distill.actors import torch_actor
+from distill.collect import collect_observations
 
 
 def test_collection_has_the_spec_shapes_and_repeats_with_its_seed():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill.collect import torch_actor
+from distill.actors import torch_actor
 from distill.config import DistillConfig
 from distill.dagger import collect, train_student
 from distill.dataset import Dataset

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -14,15 +15,19 @@ import torch
 
 from agent_runtime.spec import SpecMismatchError, spec_from_onnx_metadata
 from distill.config import DistillConfig
+from distill.dagger import collect
 from distill.export import run_export
 from distill.export_config import ExportConfig
+from distill.failure_check import FailureCheck, FailureChecker
 from distill.runner import REPORT_NAME, run
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.envs import make_env
 from train.run_files import CHECKPOINT_NAME
 
-TINY = DistillConfig(iterations=2, steps_per_iteration=64, updates_per_iteration=5, batch_size=16, eval_episodes=2,
-                     latency_calls=10, hidden=(16, 16), channels=8, video=False)  # fmt: skip
+TINY = DistillConfig(iterations=2, steps_per_iteration=64, updates_per_iteration=5, batch_size=16, eval_episodes=3,
+                     latency_calls=10, hidden=(16, 16), channels=8, video=False, failure_iterations=1,
+                     check_episodes=3)  # fmt: skip
 
 
 def tiny(teacher: Path, run_dir: Path, **changes: Any) -> DistillConfig:
@@ -36,15 +41,32 @@ def test_privileged_state_teacher_distils_into_a_pixel_student(tmp_path, state_r
     assert card == json.loads(json.dumps(report))
     assert set(card["students"]) == {"dagger", "bc"}
     assert card["teacher_policy"] == "sac-state" and card["student_policy"] == "student-conv"
-    assert len(card["teacher"]["episodes"]) == 2 and len(card["random"]["episodes"]) == 2
+    # Every policy ran the same 3 held-out seeds, scored with the report's statistics.
+    assert len(card["seeds"]) == 3 and card["episodes_requested"] == 3
+    assert card["failure_criterion"] == "the episode terminated early (the pole fell)"
+    for score in (card["random"], card["teacher"], *card["students"].values()):
+        stats = score["stats"]
+        assert stats["episodes"] == 3 and stats["mean_ci"]["low"] <= stats["mean"] <= stats["mean_ci"]["high"]
+        assert stats["iqm_ci"]["low"] <= stats["iqm"] <= stats["iqm_ci"]["high"]
+        assert 0 <= stats["failures"] <= 3 and stats["failure_ci"]["low"] <= stats["failure_rate"]
+        worst = score["worst"]
+        assert sorted(e["seed"] for e in worst) == sorted(card["seeds"])  # 3 episodes: all of them are the worst
+        assert [e["ret"] for e in worst] == sorted(e["ret"] for e in worst)
+    for method in ("dagger", "bc"):
+        ratio = card["normalized_retention"][method]
+        assert ratio is None or ratio["ci"]["low"] <= ratio["value"] <= ratio["ci"]["high"]
     assert card["teacher_parameters"] > 0 and card["student_parameters"] > 0
     assert card["parity_max_abs_diff"] <= 1e-4 and card["parity_observations"] >= 256
     assert card["teacher_latency_ms"][0] > 0 and card["student_latency_ms"][0] > 0
     # DAgger's first iteration is the teacher's alone; its second lets the student drive half the time.
-    assert [line["beta"] for line in card["iterations"]["dagger"]] == [1.0, 0.5]
-    assert [line["beta"] for line in card["iterations"]["bc"]] == [1.0, 1.0]
-    assert card["iterations"]["dagger"][-1]["dataset"] == 128
-    assert "| report card |" in (cfg.run_dir / "report.txt").read_text()
+    # Then a failure check (and one more iteration when it found failures the teacher handles).
+    dagger = card["iterations"]["dagger"]
+    assert [line["beta"] for line in dagger[:2]] == [1.0, 0.5] and len(card["failure_checks"]) == 1
+    assert len(dagger) == 2 + bool(card["failure_checks"][0]["teacher_handles"])
+    assert [line["beta"] for line in card["iterations"]["bc"]] == [1.0] * len(dagger)
+    assert dagger[-1]["dataset"] == card["dataset_size"] == 64 * len(dagger)
+    text = (cfg.run_dir / "report.txt").read_text()
+    assert "| report card |" in text and "worst episodes" in text and "failures" in text
     # The exported student: pixels and proprio in, its spec in the metadata, equal to the checkpoint's.
     session = ort.InferenceSession(str(cfg.run_dir / "policy.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["pixels", "proprio"]
@@ -59,6 +81,53 @@ def test_privileged_state_teacher_distils_into_a_pixel_student(tmp_path, state_r
     # `agent-runtime export` takes a student run directory as it takes a teacher's: same weights, same hash.
     again = run_export(ExportConfig(run_dir=cfg.run_dir, out=tmp_path / "again.onnx", latency_calls=0))
     assert again["policy"] == "student-conv" and again["weights_sha256"] == spec.provenance.model_sha256
+
+
+def test_failure_checks_send_dagger_back_to_the_episodes_the_student_fails(tmp_path, state_run, monkeypatch):
+    """A check that finds a failure the teacher handles makes one more, student-driven iteration replay it."""
+    findings = iter([(7, 8), ()])
+    checked: list[int] = []
+
+    def check(self: FailureChecker, student: torch.nn.Module, after: int) -> FailureCheck:
+        assert not student.training and next(student.parameters()).device.type == "cpu"
+        checked.append(after)
+        return FailureCheck(after, self.episodes, 2, next(findings))
+
+    monkeypatch.setattr(FailureChecker, "check", check)
+    cfg = tiny(state_run, tmp_path / "s", student="mlp", failure_iterations=3)
+    card = run(cfg)
+    dagger = card["iterations"]["dagger"]
+    assert checked == [2, 3]  # after the fixed iterations, and after the one it caused; then it found none
+    assert [(line["failure_aimed"], line["beta"], line["replayed_seeds"]) for line in dagger] == [
+        (False, 1.0, []), (False, 0.5, []), (True, 0.0, [7, 8])
+    ]  # fmt: skip
+    assert len(card["iterations"]["bc"]) == 3 and card["dataset_size"] == 3 * 64
+    assert [list(c["teacher_handles"]) for c in card["failure_checks"]] == [[7, 8], []]
+
+
+def test_replayed_seeds_start_a_collection_then_fresh_seeds_follow():
+    env = make_env("inverted_pendulum", "state")
+    push = lambda _obs: np.array([3.0], dtype=np.float32)  # noqa: E731 (full force: a fall in a few steps)
+
+    def episode(seed: int) -> tuple[np.ndarray, int]:
+        """The first observation and the length of the full-force episode from ``seed``."""
+        first, _ = env.reset(seed=seed)
+        steps, done = 0, False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(push(None))
+            steps, done = steps + 1, terminated or truncated
+        return first["state"], steps
+
+    expected = [episode(s) for s in (5, 6, 100, 101)]
+    total = sum(length for _, length in expected)
+    bounds = (np.array([-3.0]), np.array([3.0]))
+    got = collect(env, push, push, 1.0, total, ["state"], bounds, np.random.default_rng(0), 100, None, [5, 6])
+    start = 0
+    for first, length in expected:  # the replays (5, 6) first, then first_seed (100) onwards
+        assert np.array_equal(got.observations["state"][start], first)
+        start += length
+    assert len(got.episode_returns) == 4
+    env.close()
 
 
 def test_state_teacher_distils_into_an_mlp_student_without_the_baseline(tmp_path, state_run):

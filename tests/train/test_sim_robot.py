@@ -35,7 +35,23 @@ def test_sim_robot_observes_exactly_its_spec_and_records_episode_returns(mode):
             steps += 1
         # InvertedPendulum-v5 pays 1 per step while the pole is up and 0 on the step it falls.
         assert robot.episode_returns == [float(steps - 1)]
+        assert robot.episode_seeds == [0]
         assert robot.steps == steps
+
+
+def test_every_episode_has_its_own_seed_and_replays_alone():
+    push = np.array([0.5], dtype=np.float32)
+    with SimRobot(PRESET, "state", seed=7) as robot:
+        robot.reset()
+        while len(robot.episode_returns) < 3:
+            robot.apply(push)
+        assert robot.episode_seeds == [7, 8, 9]
+        returns = list(robot.episode_returns)
+    with SimRobot(PRESET, "state", seed=9) as alone:  # episode 9 on its own, as `evaluate --seeds 9` runs it
+        alone.reset()
+        while not alone.episode_returns:
+            alone.apply(push)
+        assert alone.episode_returns == [returns[2]]
 
 
 def test_observe_before_reset_says_so():
@@ -53,8 +69,8 @@ def test_robot_command_drives_the_sim_with_a_served_policy(rate, tmp_path, capsy
         assert main([*argv, "--connect", str(server.endpoint)]) == 0
     served = server.stats.snapshot()  # read once the serving thread has stopped: it updates the counters
     out = capsys.readouterr().out
-    returns = re.search(r"episode returns: ([\d.]+), ([\d.]+)", out)
-    assert returns, out
+    returns = re.search(r"episode returns: ([\d.]+) \(seed 0\), ([\d.]+) \(seed 1\)", out)
+    assert returns, out  # episode i resets with --seed + i, and says so
     assert all(float(r) >= 1 for r in returns.groups())
     achieved = re.search(r"loop: \d+ steps at ([\d.]+) Hz; misses \d+", out)
     assert achieved and float(achieved.group(1)) <= 1.05 * hz, out  # the policy's own rate when none is given

@@ -7,12 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from train.stats import across_seeds_iqm, failure_interval, iqm, return_stats
+from train.failure import FailureRule, relative_threshold
+from train.stats import across_seeds_iqm, failure_interval, iqm, retention, return_stats
 
 
 def test_point_estimates_and_failure_rate_by_hand():
     returns = [0, 1, 2, 3, 4, 5, 6, 100]
-    got = return_stats(returns, failure_below=1.5)
+    rule = FailureRule(below=1.5)
+    got = return_stats(returns, rule.failed(returns, [False] * 8), rule.describe())
+    assert got.failure_ci is not None
     assert got.episodes == 8
     assert got.mean == pytest.approx(121 / 8)  # 0 + 1 + ... + 6 = 21, plus 100
     assert got.median == pytest.approx(3.5)  # (3 + 4) / 2
@@ -26,14 +29,56 @@ def test_point_estimates_and_failure_rate_by_hand():
     for point, ci in ((got.mean, got.mean_ci), (got.median, got.median_ci), (got.iqm, got.iqm_ci)):
         assert ci.low <= point <= ci.high
     assert got.to_dict()["failure_ci"] == {"low": got.failure_ci.low, "high": got.failure_ci.high}
+    assert got.failure_criterion == "return below 1.5 (given)"
 
 
-def test_constant_returns_have_a_point_interval_and_no_failures_without_a_criterion():
+def test_constant_returns_have_a_point_interval_and_no_failure_figures_without_a_criterion():
     got = return_stats([1000.0] * 40)
     assert (got.mean, got.mean_ci.low, got.mean_ci.high) == (1000.0, 1000.0, 1000.0)
-    assert got.failures == 0 and got.failure_below is None
+    assert got.failures is None and got.failure_rate is None and got.failure_criterion is None
+    none_failed = return_stats([1000.0] * 40, [False] * 40, "the pole fell")
     # 0 of 40: the Wilson interval still says up to about 8.8% is possible (z^2 / (n + z^2) = 3.84 / 43.84).
-    assert got.failure_ci.low == 0.0 and got.failure_ci.high == pytest.approx(3.841459 / 43.841459, abs=1e-6)
+    assert none_failed.failures == 0 and none_failed.failure_ci is not None
+    assert none_failed.failure_ci.low == 0.0
+    assert none_failed.failure_ci.high == pytest.approx(3.841459 / 43.841459, abs=1e-6)
+
+
+def test_a_failure_rule_counts_terminations_and_low_returns():
+    returns, terminated = [1000.0, 35.0, 990.0, 1000.0], [False, True, False, False]
+    assert FailureRule().failed(returns, terminated) is None and FailureRule().describe() is None
+    falls = FailureRule(termination="the pole fell")
+    assert np.asarray(falls.failed(returns, terminated)).tolist() == [False, True, False, False]
+    both = FailureRule(termination="the pole fell", below=995.0)
+    assert np.asarray(both.failed(returns, terminated)).tolist() == [False, True, True, False]
+    assert both.describe() == "the episode terminated early (the pole fell) or return below 995 (given)"
+    # Half way from random (-40) to the teacher (-4) is -22; a teacher no better than random gives none.
+    assert relative_threshold(-4.0, -40.0, 0.5) == pytest.approx(-22.0)
+    assert relative_threshold(5.0, 5.0, 0.5) is None
+    with pytest.raises(ValueError, match="finite"):
+        FailureRule(below=float("nan"))
+    with pytest.raises(ValueError, match="termination flags"):
+        falls.failed(returns, [False])
+    with pytest.raises(ValueError, match="failure flags"):
+        return_stats(returns, [True], "x")
+
+
+def test_retention_by_hand_and_its_paired_interval():
+    teacher = np.array([1000.0] * 39 + [900.0])
+    student = np.array([1000.0] * 38 + [35.0, 1000.0])
+    floor = np.full(40, 10.0)
+    # student mean = (38 * 1000 + 35 + 1000) / 40 = 975.875; teacher mean = (39 * 1000 + 900) / 40 = 997.5
+    plain = retention(student, teacher)
+    assert plain is not None and plain.value == pytest.approx(975.875 / 997.5)
+    # normalized: (975.875 - 10) / (997.5 - 10) = 965.875 / 987.5
+    normalized = retention(student, teacher, floor)
+    assert normalized is not None and normalized.value == pytest.approx(965.875 / 987.5)
+    for ratio in (plain, normalized):
+        assert ratio.ci.low < ratio.value <= ratio.ci.high <= 1.01
+    assert retention(student, teacher, floor, seed=1) == retention(student, teacher, floor, seed=1)
+    assert retention([-5.0, -6.0], [-4.0, -4.0]) is None  # a cost: student / teacher means nothing
+    assert retention([-5.0, -6.0], [-4.0, -4.0], [-40.0, -42.0]) is not None
+    with pytest.raises(ValueError, match="same episodes"):
+        retention([1.0, 2.0], [1.0])
 
 
 def test_a_failure_interval_covers_the_truth_on_a_simulated_coin():
