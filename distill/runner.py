@@ -252,7 +252,7 @@ def _imitate(
                 student_weights(student), beta, cfg.steps_per_iteration, first_seed, progress=lambda: bar.update(1),
                 replay_seeds=replay,
             )  # fmt: skip
-            bar.set_postfix(iteration=f"{i + 1}/{cfg.iterations}", phase="training")
+            bar.set_postfix(iteration=f"{i + 1}/{max(planned, i + 1)}", phase="training")
             dataset.append(got.observations, got.labels)
             collected = time.perf_counter()
             metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng, device)

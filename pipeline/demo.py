@@ -49,6 +49,9 @@ REPORT_TEXT = "demo_report.txt"
 ROBOT_RESULT = "robot/result.json"
 ROBOT_SEED_BASE = 2_000_000
 """The robot's first episode seed: apart from training's (seed + step) and evaluation's (1,000,000 + ...)."""
+TRAIN_FINAL_EPISODES = 10
+TRAIN_FINAL_SECONDS = 60.0
+"""The teacher's final training evaluation in the demo: a few episodes, as the card evaluates it again on all."""
 STAGE_TITLES = {"train": "1/4 train", "distill": "2/4 distill", "robot": "3/4 serve + robot"}
 
 # Why these defaults finish in about 15 minutes on a 2-core CPU. The full default run on CPU-2, alone
@@ -95,8 +98,13 @@ class DemoConfig:
     """Student gradient updates per DAgger iteration (before scale)."""
     baseline: bool = False
     """Also train behaviour cloning beside DAgger and report it (doubles the distillation's time)."""
-    eval_episodes: int = 5
-    """Evaluation episodes of the teacher and student (held-out seeds, the same for both and for random actions)."""
+    eval_episodes: int = 100
+    """Held-out episodes of the report card: random actions, the teacher and the student run the same
+    seeds. Training's own final evaluation runs the first 10 of them (the card is the thorough one),
+    and each of distillation's failure checks runs as many episodes of its own (at most 100)."""
+    eval_seconds: float = 600.0
+    """Most seconds the card's evaluation of the teacher may take; the student then runs the seeds it
+    reached, and the report says how many that was."""
     robot_episodes: int = 2
     """Simulated robot episodes to drive through the server."""
     robot_seconds: float = 120.0
@@ -120,6 +128,8 @@ class DemoConfig:
             raise ValueError(f"scale is {self.scale}; it must be positive (1 is the default budget)")
         if self.learning_starts < 0:
             raise ValueError(f"learning_starts is {self.learning_starts}; it must not be negative")
+        if not (math.isfinite(self.eval_seconds) and self.eval_seconds > 0):
+            raise ValueError(f"eval_seconds is {self.eval_seconds}; it must be positive")
         if self.robot_seconds <= 0:
             raise ValueError(f"robot_seconds is {self.robot_seconds}; it must be positive")
         if self.rate_hz is not None and not 0 < self.rate_hz <= 10_000:
@@ -155,7 +165,9 @@ class DemoConfig:
             learning_starts=round(self.learning_starts * self.scale),
             batch_size=self.batch_size,
             eval_every=max(1, steps // 2),  # one evaluation halfway, one at the end (with the video)
-            eval_episodes=self.eval_episodes,
+            eval_episodes=min(self.eval_episodes, 5),
+            final_eval_episodes=min(self.eval_episodes, TRAIN_FINAL_EPISODES),
+            final_eval_seconds=TRAIN_FINAL_SECONDS,
             checkpoint_every=max(1, min(1_000, steps // 4)),  # a kill loses at most ~70 s of training
             seed=self.seed,
             threads=self.threads,
@@ -179,6 +191,8 @@ class DemoConfig:
             batch_size=self.batch_size,
             baseline=self.baseline,
             eval_episodes=self.eval_episodes,
+            eval_seconds=self.eval_seconds,
+            check_episodes=min(self.eval_episodes, 100),
             seed=self.seed,
             threads=self.threads,
             device=self.device,

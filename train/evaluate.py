@@ -7,6 +7,7 @@ with its own seed, so any episode can be replayed alone.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ import numpy as np
 from train.envs import make_env
 from train.presets import ObsMode, TaskPreset
 from train.render import FrameRenderer
+
+log = logging.getLogger(__name__)
+
+PROGRESS_LOG_S = 30.0
+"""Seconds between progress lines of a long evaluation."""
 
 EVAL_SEED_BASE = 1_000_000_000
 """Evaluation seeds start here, far above every other seed a run draws (training ``seed + step``,
@@ -115,6 +121,7 @@ def evaluate(
     lengths: list[int] = []
     terminations: list[bool] = []
     began = time.perf_counter()
+    next_log = began + PROGRESS_LOG_S
     try:
         inner = env.unwrapped
         if wanted:
@@ -139,6 +146,9 @@ def evaluate(
             terminations.append(bool(terminated))
             if video:
                 write_video(wanted[seed], video, fps)
+            if time.perf_counter() >= next_log:
+                next_log += PROGRESS_LOG_S
+                log.info("evaluation: %d of %d episodes in %.0f s", len(ran), len(seeds), time.perf_counter() - began)
     finally:
         if recorder is not None:
             recorder.close()

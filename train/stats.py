@@ -13,6 +13,7 @@ al., 2021, "Deep RL at the Edge of the Statistical Precipice"), imported only wh
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -219,13 +220,16 @@ def across_seeds_iqm(scores: ArrayLike, seed: int = 0, resamples: int = BOOTSTRA
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
-        points, intervals = library.get_interval_estimates(
-            {"scores": table},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=resamples,
-            confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(seed),
-        )
+        with warnings.catch_warnings():
+            # arch warns that rliable hands it a RandomState: nothing a user of ours can act on.
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            points, intervals = library.get_interval_estimates(
+                {"scores": table},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=resamples,
+                confidence_interval_size=CONFIDENCE,
+                random_state=np.random.RandomState(seed),
+            )
     finally:
         np.random.set_state(saved)
     low, high = intervals["scores"][:, 0]

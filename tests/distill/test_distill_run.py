@@ -19,6 +19,7 @@ from distill.dagger import collect
 from distill.export import run_export
 from distill.export_config import ExportConfig
 from distill.failure_check import FailureCheck, FailureChecker
+from pipeline.evaluate_policy import EvaluateCommand, run_evaluate
 from distill.runner import REPORT_NAME, run
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -78,6 +79,10 @@ def test_privileged_state_teacher_distils_into_a_pixel_student(tmp_path, state_r
     assert onnx_spec == spec and saved == cfg
     assert spec.provenance.model_sha256 == card["artifacts"]["weights_sha256"]
     assert isinstance(student, torch.nn.Module) and not student.training
+    # `agent-runtime evaluate` on the exported teacher runs the card's episodes and finds its returns.
+    evaluated = run_evaluate(EvaluateCommand(policy=cfg.run_dir / "teacher.onnx", episodes=3, out=tmp_path / "ev"))
+    assert [e["seed"] for e in evaluated["episodes"]] == card["seeds"]
+    assert evaluated["score"]["stats"]["mean"] == pytest.approx(card["teacher"]["stats"]["mean"], rel=1e-6)
     # `agent-runtime export` takes a student run directory as it takes a teacher's: same weights, same hash.
     again = run_export(ExportConfig(run_dir=cfg.run_dir, out=tmp_path / "again.onnx", latency_calls=0))
     assert again["policy"] == "student-conv" and again["weights_sha256"] == spec.provenance.model_sha256

@@ -1,0 +1,35 @@
+"""The learning-curve benchmark's table: IQM with a bootstrap interval over seeds, beside the mean."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from bench import learning_curves
+
+
+def test_report_only_tabulates_iqm_and_its_interval_over_seeds(tmp_path, monkeypatch, capsys):
+    finals = [100.0, 900.0, 1000.0, 1000.0]  # four seeds, one of them far behind
+    for seed, final in enumerate(finals):
+        run = tmp_path / f"inverted_pendulum-state-s{seed}"
+        run.mkdir()
+        evals = [[1000, 10.0, 0.0], [2000, final, 0.0]]
+        (run / "evals.json").write_text(json.dumps({"evals": evals}))
+    argv = ["learning_curves", "--task", "inverted_pendulum:2000", "--method", "state", "--seeds", "0", "1", "2", "3",
+            "--out", str(tmp_path), "--report-only", "--at", "1000"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    learning_curves.main()
+    out = capsys.readouterr().out
+    assert "| seeds (5 episodes each) |" in out
+    rows = re.findall(
+        r"\| inverted_pendulum \| state \| 4 \| (\d+) \| ([\d.]+) \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \|", out
+    )
+    assert [r[0] for r in rows] == ["1000", "2000"]
+    mean, iqm, low, high = (float(v) for v in rows[1][1:])
+    assert mean == pytest.approx(750.0)  # (100 + 900 + 1000 + 1000) / 4
+    assert iqm == pytest.approx(950.0)  # rliable trims a quarter each side: the middle two, 900 and 1000
+    assert low <= iqm <= high <= 1000.0
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
