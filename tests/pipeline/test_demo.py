@@ -68,7 +68,11 @@ def test_demo_end_to_end_resumes_from_the_last_finished_stage(tmp_path, monkeypa
     for name in ("eval.mp4", "checkpoints/latest.pt", "summary.json"):
         assert (out / "teacher" / name).is_file()
     assert list((out / "teacher" / "tb").glob("events.out.tfevents.*"))
-    assert set(report["returns"]) == {"random", "teacher", "student_dagger"}
+    assert set(report["scores"]) == {"random", "teacher", "student_dagger"}
+    student = report["scores"]["student_dagger"]["stats"]
+    assert student["episodes"] == 1 and student["failure_rate"] is not None
+    assert report["failure_criterion"]
+    assert len(report["robot"]["episode_seeds"]) == len(report["robot"]["episode_returns"])
     assert report["compression"] > 1 and report["latency_ms"]["student"][0] > 0
     robot = report["robot"]
     assert robot["rate_hz"] == pytest.approx(25.0)  # inverted_pendulum's control period is 0.04 s
