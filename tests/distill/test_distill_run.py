@@ -19,9 +19,9 @@ from distill.dagger import collect
 from distill.export import run_export
 from distill.export_config import ExportConfig
 from distill.failure_check import FailureCheck, FailureChecker
-from pipeline.evaluate_policy import EvaluateCommand, run_evaluate
 from distill.runner import REPORT_NAME, run
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
+from pipeline.evaluate_policy import EvaluateCommand, run_evaluate
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.envs import make_env
 from train.run_files import CHECKPOINT_NAME
