@@ -192,6 +192,9 @@ class Provenance:
         encoder: the vision encoder (timm name and output), if any.
         policy: which policy this is, e.g. ``"sac-teacher"`` or ``"student-conv"``.
         model_sha256: hash of the model file's weights, filled in by export.
+        task_preset_sha256: for a task defined in a preset file, the SHA-256 of its canonical text
+            (the training run keeps that text as ``preset.toml``); ``None`` for a built-in preset.
+            Written only when set, so specs of built-in presets read as before.
     """
 
     task_preset: str
@@ -199,6 +202,7 @@ class Provenance:
     encoder: str | None = None
     policy: str | None = None
     model_sha256: str | None = None
+    task_preset_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,8 +263,11 @@ class PolicySpec:
     # -- serialization --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        """A JSON-ready dict (tuples become lists); ``provenance.task_preset_sha256`` only when set."""
+        data = _jsonable(dataclasses.asdict(self))
+        if data["provenance"]["task_preset_sha256"] is None:
+            del data["provenance"]["task_preset_sha256"]
+        return data
 
     def to_json(self, indent: int | None = None) -> str:
         """The spec as JSON text; keys sorted so equal specs give equal text."""
@@ -522,7 +529,9 @@ def _action_from(data: Any) -> ActionSpec:
 
 
 def _provenance_from(data: Any) -> Provenance:
-    names = ("task_preset", "env_id", "encoder", "policy", "model_sha256")
+    names = ("task_preset", "env_id", "encoder", "policy", "model_sha256", "task_preset_sha256")
+    if isinstance(data, Mapping) and "task_preset_sha256" not in data:  # optional: absent for built-in presets
+        data = {**data, "task_preset_sha256": None}
     f = _take(data, "spec.provenance", names)
     return Provenance(
         task_preset=_string(f["task_preset"], "spec.provenance.task_preset"),
@@ -530,6 +539,7 @@ def _provenance_from(data: Any) -> Provenance:
         encoder=_string(f["encoder"], "spec.provenance.encoder", optional=True),
         policy=_string(f["policy"], "spec.provenance.policy", optional=True),
         model_sha256=_string(f["model_sha256"], "spec.provenance.model_sha256", optional=True),
+        task_preset_sha256=_string(f["task_preset_sha256"], "spec.provenance.task_preset_sha256", optional=True),
     )
 
 

@@ -11,8 +11,8 @@ from agent_runtime.spec import PolicySpec, SpecMismatchError
 from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError
 from train.envs import build_spec, observation_mode
-from train.presets import ObsMode
-from train.run_files import CHECKPOINT_NAME
+from train.presets import ObsMode, get_preset
+from train.run_files import CHECKPOINT_NAME, run_preset
 from train.teacher import policy_from_checkpoint
 
 
@@ -29,11 +29,15 @@ class RunPolicy:
     module: nn.Module
     spec: PolicySpec
     checkpoint: Path
+    run_dir: Path
 
     @property
     def preset(self) -> str:
-        """The task preset the policy was trained on."""
-        return self.spec.provenance.task_preset
+        """The task preset the policy was trained on, as ``get_preset`` takes it.
+
+        The built-in name, or the run's own copy of the preset file (``preset.toml``).
+        """
+        return run_preset(self.run_dir, self.spec.provenance.task_preset)
 
     @property
     def mode(self) -> ObsMode:
@@ -70,22 +74,32 @@ def load_run_policy(run_dir: Path) -> RunPolicy:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file with foreign contents
         raise CheckpointError(f"{path} does not hold a usable policy ({type(exc).__name__}: {exc})") from exc
-    check_spec_current(spec, path)
-    return RunPolicy(module, spec, path)
+    check_spec_current(spec, path, run_preset(run_dir, spec.provenance.task_preset))
+    return RunPolicy(module, spec, path, run_dir)
 
 
-def check_spec_current(spec: PolicySpec, source: Path) -> None:
+def check_spec_current(spec: PolicySpec, source: Path, preset: str) -> None:
     """Raise unless ``spec`` matches what its task preset produces today.
 
     The parity observations (and the robot's) come from the preset as it is now; a policy trained on
     other shapes, quantities, bounds or timing would be checked and served on inputs it never saw.
 
+    Args:
+        spec: the spec the checkpoint recorded.
+        source: the checkpoint, for the message.
+        preset: the preset to build today's spec from (``get_preset``'s argument: a name or the run's copy).
+
     Raises:
         SpecMismatchError: naming every differing field.
-        ValueError: the preset no longer exists.
+        ValueError: the preset no longer exists, or its file is not the task the policy was trained on.
     """
-    preset = spec.provenance.task_preset
-    current = build_spec(preset, observation_mode(spec))
+    task = get_preset(preset)
+    if task.sha256 != spec.provenance.task_preset_sha256:
+        raise ValueError(
+            f"{source} was trained on a preset with hash {spec.provenance.task_preset_sha256 or '(built-in)'}, "
+            f"but {preset} has hash {task.sha256 or '(built-in)'}: use the run's own preset.toml"
+        )
+    current = build_spec(task, observation_mode(spec))
     diffs = current.differences(spec, ours=f"preset {preset} now", theirs="checkpoint")
     if diffs:
         raise SpecMismatchError(

@@ -41,6 +41,7 @@ from train.device import resolve_device
 from train.envs import build_spec, make_env
 from train.evaluate import eval_seeds, evaluate
 from train.failure import report_rule
+from train.preset_file import save_preset_copy
 from train.presets import get_preset
 from train.score_text import returns_text
 from train.scores import score
@@ -69,6 +70,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     student_mode = cfg.student_mode
     spec = build_spec(preset, student_mode).with_provenance(policy=f"student-{cfg.student}", encoder=None)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    save_preset_copy(task, cfg.run_dir)  # the student's run keeps the teacher's task definition too
 
     log.info("exporting the teacher to ONNX (its latency, and fast labels)")
     teacher_obs = collect_observations(preset, teacher_mode, 256, cfg.seed, torch_actor(teacher.module))

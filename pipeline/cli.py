@@ -74,6 +74,12 @@ class PresetsCommand:
     """Observation mode of the printed spec."""
     frames_dir: Path | None = None
     """Write one sample camera frame per preset (PNG, enlarged 4x) into this directory."""
+    check: str | None = None
+    """Check a preset (a preset file, PATH.toml, or a name): build its env, save a sample frame beside the
+    file (PATH.png; for a name, NAME.png here), print its spec, and step --check-steps random actions
+    checking shapes, dtypes, NaN and that the camera sees something that moves."""
+    check_steps: int = 300
+    """Random steps for --check."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,9 @@ def run_encoders(cmd: EncodersCommand) -> None:
 
 def run_presets(cmd: PresetsCommand) -> None:
     """Print the preset table, a preset's spec, or save sample frames."""
+    if cmd.check is not None:
+        _check_preset(cmd)
+        return
     if cmd.spec is not None:
         from train.envs import build_spec
 
@@ -203,6 +212,28 @@ def run_presets(cmd: PresetsCommand) -> None:
         print(f"{p.name:18} {p.env_id:20} {p.image_size:>6} {p.frame_stack:>5} {p.action_repeat:>6}  {proprio}")
         print(f"{'':18} {p.summary}")
     print(f"\nObservation modes: {', '.join(OBS_MODES)}. Print a spec: agent-runtime presets --spec NAME")
+
+
+def _check_preset(cmd: PresetsCommand) -> None:
+    from train.envs import build_spec
+    from train.presets import get_preset, is_preset_file
+    from train.preview import check_preset
+
+    assert cmd.check is not None
+    if cmd.check_steps < 1:
+        raise UsageError(f"--check-steps is {cmd.check_steps}; it must be at least 1")
+    preset = get_preset(cmd.check)
+    print(build_spec(preset, "pixels").to_json(indent=2))
+    frame = Path(cmd.check).with_suffix(".png") if is_preset_file(cmd.check) else Path(f"{cmd.check}.png")
+    result = check_preset(cmd.check, frame, cmd.check_steps)
+    low, high = result.reward_range
+    print(f"sample frame: {result.frame}")
+    print(f"{result.steps} random steps over {result.episodes} episode(s); rewards {low:.3g} to {high:.3g}")
+    if preset.sha256 is not None:
+        print(f"preset {preset.name} from {preset.source}, sha256 {preset.sha256}")
+    if result.problems:
+        raise UsageError("; ".join(result.problems))
+    print("ok: observations match the spec, no NaN, the camera sees the robot move")
 
 
 def run_train(cfg: TrainConfig) -> None:
@@ -284,6 +315,7 @@ def run_robot(cmd: RobotCommand) -> None:
     """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
     from agent_runtime.client import ClientConfig, ClientError, DeadlineExceeded, PolicyClient, ServerUnavailable
     from agent_runtime.loop import LoopConfig, control_rate, run_loop
+    from train.preset_file import check_same_task
     from train.sim_robot import SimRobot
 
     client_config = ClientConfig(
@@ -302,6 +334,8 @@ def run_robot(cmd: RobotCommand) -> None:
             ) from None
         except ClientError as exc:
             raise UsageError(f"the policy server at {cmd.connect} did not accept the robot's hello: {exc}") from None
+        served = spec.provenance
+        check_same_task(robot.preset, served.task_preset_sha256, served.task_preset, f"the policy at {cmd.connect}")
         loop_config = LoopConfig(
             rate_hz=control_rate(spec, cmd.rate_hz),
             deadline_ms=cmd.deadline_ms,

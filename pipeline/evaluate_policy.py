@@ -92,17 +92,26 @@ def run_evaluate(cmd: EvaluateCommand) -> dict[str, Any]:
     from train.envs import build_spec, observation_mode
     from train.evaluate import eval_seeds, evaluate
     from train.failure import preset_rule
+    from train.preset_file import check_same_task
     from train.presets import get_preset
+    from train.run_files import PRESET_COPY_NAME
     from train.scores import score
 
     policy = OnnxPolicy(cmd.policy, cmd.threads)
     spec = policy.spec
-    name = cmd.preset or spec.provenance.task_preset
+    trained_on, trained_sha256 = spec.provenance.task_preset, spec.provenance.task_preset_sha256
+    if cmd.preset is None and trained_sha256 is not None:
+        raise ValueError(
+            f"{cmd.policy} was trained on the preset file {trained_on!r}; pass it as --preset PATH.toml (the "
+            f"training run keeps a copy as {PRESET_COPY_NAME})"
+        )
+    name = cmd.preset or trained_on
     if not name:
         raise ValueError(f"{cmd.policy}'s spec names no task preset; pass --preset")
     task = get_preset(name)
+    check_same_task(task, trained_sha256, trained_on, str(cmd.policy))
     mode = observation_mode(spec)
-    differences = build_spec(name, mode).differences(spec, ours=f"preset {name}", theirs=str(cmd.policy))
+    differences = build_spec(task, mode).differences(spec, ours=f"preset {name}", theirs=str(cmd.policy))
     if differences:
         raise SpecMismatchError(differences, context=f"{cmd.policy} does not act in preset {name} as it is now")
     seeds = list(cmd.seeds) if cmd.seeds else eval_seeds(cmd.seed, cmd.episodes)

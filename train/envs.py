@@ -24,6 +24,7 @@ import numpy as np
 from typing_extensions import override
 
 from agent_runtime.spec import ActionSpec, ObservationSpec, PolicySpec, Provenance, Quantity
+from train.env_registry import ensure_registered
 from train.presets import OBS_MODES, ObsMode, TaskPreset, get_preset
 from train.render import FrameRenderer
 
@@ -184,7 +185,8 @@ def make_env(
         preset = get_preset(preset)
     if mode not in OBS_MODES:
         raise ValueError(f"observation mode {mode!r} is not one of {', '.join(OBS_MODES)}")
-    env: gym.Env[Any, Any] = gym.make(preset.env_id)
+    ensure_registered(preset.env_id, preset.entry_point)
+    env: gym.Env[Any, Any] = gym.make(preset.env_id, **preset.make_kwargs())
     _scale_markers(env.unwrapped.model, preset)  # type: ignore[attr-defined]
     if preset.action_repeat > 1:
         env = ActionRepeat(env, preset.action_repeat)
@@ -218,16 +220,17 @@ def make_vector_env(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs is {num_envs}; it must be at least 1")
-    name = preset if isinstance(preset, str) else preset.name
-    get_preset(name)  # fail here, with the list of presets, not in a worker process
+    if isinstance(preset, str):
+        preset = get_preset(preset)  # fail here, with the list of presets, not in a worker process
+    # Workers get the preset itself, not its name: a preset file is read once, here.
     if processes:
-        fns = [functools.partial(_make_worker_env, name, mode) for _ in range(num_envs)]
+        fns = [functools.partial(_make_worker_env, preset, mode) for _ in range(num_envs)]
         return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    fns = [functools.partial(make_env, name, mode) for _ in range(num_envs)]
+    fns = [functools.partial(make_env, preset, mode) for _ in range(num_envs)]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def _make_worker_env(name: str, mode: ObsMode) -> gym.Env[Any, Any]:
+def _make_worker_env(preset: TaskPreset, mode: ObsMode) -> gym.Env[Any, Any]:
     """``make_env`` in a worker process that leaves Ctrl-C to its parent.
 
     A terminal's Ctrl-C reaches every process in the foreground group. The parent stops training at
@@ -237,7 +240,7 @@ def _make_worker_env(name: str, mode: ObsMode) -> gym.Env[Any, Any]:
     """
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return make_env(name, mode)
+    return make_env(preset, mode)
 
 
 def observation_mode(spec: PolicySpec) -> ObsMode:
@@ -312,7 +315,7 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
         action=action,
         control_period_s=dt * preset.action_repeat,
         action_repeat=preset.action_repeat,
-        provenance=Provenance(task_preset=preset.name, env_id=preset.env_id),
+        provenance=Provenance(task_preset=preset.name, env_id=preset.env_id, task_preset_sha256=preset.sha256),
     )
 
 

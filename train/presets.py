@@ -11,8 +11,8 @@ This module is plain data: listing presets needs neither gymnasium nor MuJoCo.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 RenderQuality = Literal["fast", "shadows", "default"]
 """How MuJoCo renders frames. Measured on the 2-core CPU machines (llvmpipe, 84x84):
@@ -85,6 +85,14 @@ class TaskPreset:
         failure_on_termination: what it means when the environment ends an episode before its time
             limit (e.g. "the pole fell"), for tasks where that is exactly a failure; ``None`` where
             termination is not a failure (or never happens). Reports count such episodes as failures.
+        env_kwargs: keyword arguments for ``gym.make`` (e.g. ``xml_file`` for a v5 MuJoCo env on
+            the user's own MJCF), as (name, value) pairs.
+        entry_point: ``"package.module:EnvClass"`` to register ``env_id`` with before making it
+            (the user's own env); ``None`` for an env gymnasium already knows.
+        source: the preset file it was read from; ``None`` for a built-in preset.
+        sha256: hash of the preset's canonical file text (``train.preset_file.preset_to_toml``):
+            the same task definition has the same hash wherever it is read from. ``None`` for a
+            built-in preset.
     """
 
     name: str
@@ -99,6 +107,10 @@ class TaskPreset:
     render_quality: RenderQuality = "fast"
     marker_scale: tuple[tuple[str, float], ...] = ()
     failure_on_termination: str | None = None
+    env_kwargs: tuple[tuple[str, Any], ...] = field(default=(), hash=False)  # values may be tables (dicts)
+    entry_point: str | None = None
+    source: str | None = None
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -110,6 +122,19 @@ class TaskPreset:
         for geom, factor in self.marker_scale:
             if factor <= 0:
                 raise ValueError(f"preset {self.name}: marker_scale of {geom!r} is {factor}; it must be positive")
+
+    def make_kwargs(self) -> dict[str, Any]:
+        """``env_kwargs`` as the keyword arguments of ``gym.make``."""
+        return {k: _thaw(v) for k, v in self.env_kwargs}
+
+
+def _thaw(value: Any) -> Any:
+    """A frozen keyword value as ``gym.make`` expects it: tuples back to lists, inside tables too."""
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
 
 
 def _joints(names: tuple[str, ...], *readings: JointReading) -> tuple[ProprioEntry, ...]:
@@ -193,9 +218,28 @@ PRESETS: dict[str, TaskPreset] = {
 DEFAULT_PRESET = "inverted_pendulum"
 
 
+PRESET_FILE_SUFFIX = ".toml"
+
+
+def is_preset_file(name: str) -> bool:
+    """Whether ``name`` refers to a preset file (a path ending in ``.toml``) rather than a built-in."""
+    return name.endswith(PRESET_FILE_SUFFIX)
+
+
 def get_preset(name: str) -> TaskPreset:
-    """The preset called ``name``; an unknown name raises a ``ValueError`` listing the known ones."""
-    try:
+    """The built-in preset called ``name``, or the preset file at path ``name`` (``*.toml``).
+
+    An unknown name raises a ``ValueError`` listing the known ones; a bad file raises a
+    ``PresetFileError`` naming the file, the field and the fix. Reading a file builds its env once
+    to check it (``train.preset_file``), so that path needs gymnasium and MuJoCo.
+    """
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown task preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+    if is_preset_file(name):
+        from train.preset_file import load_preset_file  # gymnasium and MuJoCo only for files
+
+        return load_preset_file(name)
+    raise ValueError(
+        f"unknown task preset {name!r}; known presets: {', '.join(PRESETS)}, or the path of a preset file "
+        f"(*{PRESET_FILE_SUFFIX}, see docs/presets/)"
+    )

@@ -31,6 +31,7 @@ from train.frames import Encode, frame_dtype, torch_encode
 from train.learner import Learner
 from train.metrics import TensorBoardWriter
 from train.onnx_io import onnx_cuda_available
+from train.preset_file import save_preset_copy
 from train.presets import get_preset
 from train.replay import Batch
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
@@ -117,6 +118,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     preset = get_preset(cfg.preset)
+    save_preset_copy(preset, cfg.run_dir)  # a preset file travels with the run (refused if it changed)
     mode = cfg.observation_mode
     spec = build_spec(preset, mode)
     encoder = build_encoder(cfg)

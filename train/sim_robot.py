@@ -14,6 +14,7 @@ import numpy as np
 
 from agent_runtime.spec import PolicySpec
 from train.envs import build_spec, make_env
+from train.presets import get_preset
 
 
 class SimRobot:
@@ -24,14 +25,16 @@ class SimRobot:
     in-process.
 
     Args:
-        preset: task preset name (see ``agent-runtime presets``).
+        preset: task preset name (see ``agent-runtime presets``) or preset file path.
         mode: ``"pixels"`` (camera frames + proprio) or ``"state"``.
         seed: seed of the first episode's reset.
     """
 
     def __init__(self, preset: str, mode: str = "pixels", seed: int = 0) -> None:
-        self._spec = build_spec(preset, mode)  # type: ignore[arg-type]
-        self._env: Any = make_env(preset, mode)  # type: ignore[arg-type]
+        self.preset = get_preset(preset)
+        """The task the robot runs (a built-in preset or a preset file's)."""
+        self._spec = build_spec(self.preset, mode)  # type: ignore[arg-type]
+        self._env: Any = make_env(self.preset, mode)  # type: ignore[arg-type]
         self._next_seed = seed
         self._seed = seed  # the running episode's
         self._obs: dict[str, np.ndarray] | None = None
