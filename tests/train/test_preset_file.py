@@ -7,7 +7,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-import gymnasium as gym
+import gymnasium.envs.mujoco as gym_mujoco
 import numpy as np
 import pytest
 
@@ -50,7 +50,7 @@ def test_state_names_are_derived_from_the_model_and_match_the_built_in_preset(tm
     built_in = get_preset("inverted_pendulum")
     assert preset.state_quantities == built_in.state_quantities  # (slider.pos m, hinge.pos rad, ...)
     for mode in ("pixels", "state"):
-        ours, theirs = build_spec(preset, mode), build_spec(built_in, mode)  # type: ignore[arg-type]
+        ours, theirs = build_spec(preset, mode), build_spec(built_in, mode)
         assert not ours.differences(theirs), mode
         assert ours.provenance.task_preset == "task" and ours.provenance.task_preset_sha256 == preset.sha256
         assert theirs.provenance.task_preset_sha256 is None
@@ -116,7 +116,7 @@ class HeavyPendulum(InvertedPendulumEnv):
 
 
 def test_a_users_env_registers_by_entry_point_and_loads_its_own_mjcf(tmp_path, monkeypatch):
-    assets = Path(gym.envs.mujoco.__file__).parent / "assets"
+    assets = Path(gym_mujoco.__file__).parent / "assets"
     (tmp_path / "robots").mkdir()
     shutil.copy(assets / "inverted_pendulum.xml", tmp_path / "robots" / "my_pendulum.xml")
     (tmp_path / "my_envs.py").write_text(USER_ENV)
@@ -161,7 +161,7 @@ def test_a_run_keeps_its_preset_and_refuses_another_task_definition(tmp_path):
     preset = get_preset(str(path))
     run_dir = tmp_path / "run"
     kept = save_preset_copy(preset, run_dir)
-    assert kept == run_dir / "preset.toml" and load_preset_file(kept).sha256 == preset.sha256
+    assert kept is not None and kept == run_dir / "preset.toml" and load_preset_file(kept).sha256 == preset.sha256
     assert save_preset_copy(preset, run_dir) == kept  # the same task: nothing to do
     assert save_preset_copy(get_preset("inverted_pendulum"), run_dir / "builtin") is None
     path.write_text(PENDULUM.replace("distance = 2.5", "distance = 3.0"))
