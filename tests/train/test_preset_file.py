@@ -7,7 +7,6 @@ import shutil
 import textwrap
 from pathlib import Path
 
-import gymnasium.envs.mujoco as gym_mujoco
 import numpy as np
 import pytest
 
@@ -116,6 +115,8 @@ class HeavyPendulum(InvertedPendulumEnv):
 
 
 def test_a_users_env_registers_by_entry_point_and_loads_its_own_mjcf(tmp_path, monkeypatch):
+    import gymnasium.envs.mujoco as gym_mujoco  # here: train's imports chose the GL backend first
+
     assets = Path(gym_mujoco.__file__).parent / "assets"
     (tmp_path / "robots").mkdir()
     shutil.copy(assets / "inverted_pendulum.xml", tmp_path / "robots" / "my_pendulum.xml")
