@@ -54,18 +54,18 @@ TRAIN_FINAL_SECONDS = 60.0
 """The teacher's final training evaluation in the demo: a few episodes, as the card evaluates it again on all."""
 STAGE_TITLES = {"train": "1/4 train", "distill": "2/4 distill", "robot": "3/4 serve + robot"}
 
-# Why these defaults finish in about 15 minutes on a 2-core CPU. The full default run on CPU-2, alone
-# (BENCHMARKS.md, 2026-11-23), with 5 DAgger iterations: train 344 s, distill 260 s, robot 49 s.
-# - train, 8,000 steps: 1,000 random steps, then 7,000 learning steps at ~22 steps/s (one update of
-#   batch 256 per step) plus two evaluations, one with the video: 344 s. The teacher scored 1000 at
-#   4,000 steps already (seed 0); 8,000 is margin for other seeds (seed 1 needed 10k, BENCHMARKS.md).
-# - distill: per iteration 2,000 steps at ~300 steps/s (render, student, ONNX teacher label) = 7 s,
-#   plus 1,000 conv-student updates at ~42 ms = 42 s; evaluations and two exports ~45 s. With 5
-#   iterations the student scored 712 +- 184 (retention 71%): its last iteration still collected at
-#   506, so 8 iterations (~7.5 min) give DAgger the student-driven data it needs; BENCHMARKS.md's
-#   6-iteration run reached 100%. Behaviour cloning beside it (--baseline) would double the updates.
+# Why these defaults finish in about 18 minutes on a 2-core CPU. The full default run on CPU-2, alone
+# (BENCHMARKS.md, 2026-12-02): train 234 s, distill 758 s, robot 80 s; 17:54 in all.
+# - train, 8,000 steps: 1,000 random steps, then 7,000 learning steps (one update of batch 256 per
+#   step) plus two evaluations, one with the video, and a 10-episode final evaluation. The teacher
+#   scored 1000 at 4,000 steps already (seed 0); 8,000 is margin for other seeds (seed 1 needed 10k).
+# - distill: the card's teacher evaluation, 100 held-out episodes of 1,000 steps at about 2.1 s each
+#   (212 s, capped by eval_seconds); per iteration 2,000 steps at ~300-440 steps/s plus 1,000
+#   conv-student updates, about 30-45 s; a 100-episode failure check after the 8 fixed iterations
+#   (and after each extra one, at most 3) of about 75 s; random and student on the card's seeds
+#   (about 85 s); two exports. With 5 iterations the student scored 712 +- 184 (2026-11-23), so 8.
 # - serve + robot: 2 episodes of up to 1,000 steps at 25 Hz, at most 80 s.
-# Together about 15 min with the start-ups; --scale 0.5 about halves the two training stages.
+# --scale 0.5 about halves the two training stages; --eval-episodes shortens the card and the checks.
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DemoConfig:
 
     Trains a teacher from pixels, distills it into a small student, exports it to ONNX, serves it,
     drives a simulated robot at the control rate through ZeroMQ, and writes one report. The default
-    budget takes about 15 minutes on a 2-core CPU; --scale shortens or lengthens it.
+    budget takes about 18 minutes on a 2-core CPU; --scale shortens or lengthens it.
     """
 
     preset: str = DEFAULT_PRESET
