@@ -54,8 +54,8 @@ else:  # the same parser, from PyPI
     import tomli as tomllib
 
 from train.env_registry import ensure_registered
-from train.presets import CameraConfig, ProprioEntry, RenderQuality, TaskPreset
 from train.run_files import PRESET_COPY_NAME
+from train.task_preset import CameraConfig, ProprioEntry, RenderQuality, TaskPreset
 
 FIELDS = (
     "name", "summary", "env_id", "entry_point", "env_kwargs", "camera", "proprio", "state_quantities",

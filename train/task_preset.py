@@ -1,0 +1,132 @@
+"""What a task preset is: the plain data that decides what a policy sees and how often it acts.
+
+The built-in presets (``train.presets``) and preset files (``train.preset_file``) both produce a
+:class:`TaskPreset`. Plain data: importing it needs neither gymnasium nor MuJoCo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RenderQuality = Literal["fast", "shadows", "default"]
+"""How MuJoCo renders frames. Measured on the 2-core CPU machines (llvmpipe, 84x84):
+``default`` (4x multisampling, 4096 shadow map, shadows and reflections) about 31 frames/s on
+HalfCheetah; ``shadows`` (no multisampling, 512 shadow map) about 195; ``fast`` (no multisampling,
+no shadows, no reflections) about 790."""
+
+JointReading = Literal["position", "velocity"]
+ObsMode = Literal["pixels", "state"]
+"""``pixels``: camera frames plus proprio (the task as a robot sees it); ``state``: the full state
+vector (privileged teachers, baselines, fast tests)."""
+OBS_MODES: tuple[ObsMode, ...] = ("pixels", "state")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """A MuJoCo free camera, optionally following a body.
+
+    Attributes:
+        distance: metres from the look-at point.
+        elevation_deg: degrees; negative looks down.
+        azimuth_deg: degrees around the vertical axis.
+        lookat: the point the camera looks at (world frame, metres); the offset from the tracked
+            body's centre of mass when ``track_body`` is set.
+        track_body: name of a body to follow (for locomotion); ``None`` keeps the camera fixed.
+    """
+
+    distance: float
+    elevation_deg: float
+    azimuth_deg: float
+    lookat: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    track_body: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.distance <= 0:
+            raise ValueError(f"camera distance is {self.distance}; it must be positive")
+
+
+@dataclass(frozen=True)
+class ProprioEntry:
+    """One reading of one of the robot's own joints (a joint encoder or its derivative).
+
+    Attributes:
+        joint: MuJoCo joint name (a hinge or slide joint).
+        reading: ``"position"`` (rad or m) or ``"velocity"`` (rad/s or m/s).
+    """
+
+    joint: str
+    reading: JointReading
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """Everything that defines a task's observations and timing. See the module docstring.
+
+    Attributes:
+        name: preset name used on the command line.
+        env_id: gymnasium environment id.
+        summary: one line for people.
+        camera: where the camera looks from.
+        proprio: the joint readings the policy receives beside the pixels, in order.
+        state_quantities: names and units of the env's full state vector (``state`` mode), in the
+            order gymnasium returns it.
+        image_size: rendered frames are ``image_size`` x ``image_size`` pixels.
+        frame_stack: frames of history in ``pixels`` (oldest first).
+        action_repeat: simulator steps (of the env's own ``dt``) per policy action.
+        render_quality: see :data:`RenderQuality`.
+        marker_scale: visual-only geoms (no contacts) to draw larger, by name and factor, so a
+            marker such as the Reacher target is more than a pixel or two wide; physics is unchanged.
+        failure_on_termination: what it means when the environment ends an episode before its time
+            limit (e.g. "the pole fell"), for tasks where that is exactly a failure; ``None`` where
+            termination is not a failure (or never happens). Reports count such episodes as failures.
+        env_kwargs: keyword arguments for ``gym.make`` (e.g. ``xml_file`` for a v5 MuJoCo env on
+            the user's own MJCF), as (name, value) pairs.
+        entry_point: ``"package.module:EnvClass"`` to register ``env_id`` with before making it
+            (the user's own env); ``None`` for an env gymnasium already knows.
+        source: the preset file it was read from; ``None`` for a built-in preset.
+        sha256: hash of the preset's canonical file text (``train.preset_file.preset_to_toml``):
+            the same task definition has the same hash wherever it is read from. ``None`` for a
+            built-in preset.
+    """
+
+    name: str
+    env_id: str
+    summary: str
+    camera: CameraConfig
+    proprio: tuple[ProprioEntry, ...]
+    state_quantities: tuple[tuple[str, str], ...]
+    image_size: int = 84
+    frame_stack: int = 3
+    action_repeat: int = 1
+    render_quality: RenderQuality = "fast"
+    marker_scale: tuple[tuple[str, float], ...] = ()
+    failure_on_termination: str | None = None
+    env_kwargs: tuple[tuple[str, Any], ...] = field(default=(), hash=False)  # values may be tables (dicts)
+    entry_point: str | None = None
+    source: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise ValueError(f"preset {self.name}: image_size is {self.image_size}; use at least 16")
+        if self.frame_stack < 1:
+            raise ValueError(f"preset {self.name}: frame_stack is {self.frame_stack}; use at least 1")
+        if self.action_repeat < 1:
+            raise ValueError(f"preset {self.name}: action_repeat is {self.action_repeat}; use at least 1")
+        for geom, factor in self.marker_scale:
+            if factor <= 0:
+                raise ValueError(f"preset {self.name}: marker_scale of {geom!r} is {factor}; it must be positive")
+
+    def make_kwargs(self) -> dict[str, Any]:
+        """``env_kwargs`` as the keyword arguments of ``gym.make``."""
+        return {k: _thaw(v) for k, v in self.env_kwargs}
+
+
+def _thaw(value: Any) -> Any:
+    """A frozen keyword value as ``gym.make`` expects it: tuples back to lists, inside tables too."""
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
