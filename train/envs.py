@@ -24,7 +24,7 @@ import numpy as np
 from typing_extensions import override
 
 from agent_runtime.spec import ActionSpec, ObservationSpec, PolicySpec, Provenance, Quantity
-from train.env_registry import ensure_registered
+from train.base_env import make_base_env, mujoco_handles, state_names
 from train.presets import OBS_MODES, ObsMode, TaskPreset, get_preset
 from train.render import FrameRenderer
 
@@ -102,8 +102,7 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
         super().__init__(env)
         self._with_state = with_state
         self._state = np.zeros(0, np.float32)
-        model = env.unwrapped.model  # type: ignore[attr-defined]
-        self._data = env.unwrapped.data  # type: ignore[attr-defined]
+        model, self._data = _handles(env, preset)
         self._joints = _JointReader(model, preset)
         self._renderer = FrameRenderer(model, preset.image_size, preset.camera, preset.render_quality)
         self._frames: deque[np.ndarray] = deque(maxlen=preset.frame_stack)
@@ -185,14 +184,22 @@ def make_env(
         preset = get_preset(preset)
     if mode not in OBS_MODES:
         raise ValueError(f"observation mode {mode!r} is not one of {', '.join(OBS_MODES)}")
-    ensure_registered(preset.env_id, preset.entry_point)
-    env: gym.Env[Any, Any] = gym.make(preset.env_id, **preset.make_kwargs())
-    _scale_markers(env.unwrapped.model, preset)  # type: ignore[attr-defined]
+    env = make_base_env(preset)
+    _scale_markers(_handles(env, preset)[0], preset)
     if preset.action_repeat > 1:
         env = ActionRepeat(env, preset.action_repeat)
     if mode == "pixels":
         return PixelObservation(env, preset, with_state)
     return StateObservation(env)
+
+
+def _handles(env: gym.Env[Any, Any], preset: TaskPreset) -> tuple[mujoco.MjModel, mujoco.MjData]:
+    handles = mujoco_handles(env)
+    if handles is None:
+        raise ValueError(
+            f"preset {preset.name}: {preset.env_id} is not a MuJoCo environment; presets render MuJoCo models"
+        )
+    return handles
 
 
 def _scale_markers(model: mujoco.MjModel, preset: TaskPreset) -> None:
@@ -258,16 +265,17 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
     env = make_env(preset, "state")
     try:
         inner = env.unwrapped
-        model: mujoco.MjModel = inner.model  # type: ignore[attr-defined]
+        model = _handles(env, preset)[0]
         dt = float(inner.dt)  # type: ignore[attr-defined]
         action_space = env.action_space
         assert isinstance(action_space, gym.spaces.Box)
         actions = tuple(_actuator_quantity(model, i) for i in range(model.nu))
         action = ActionSpec(actions, tuple(map(float, action_space.low)), tuple(map(float, action_space.high)))
         state_shape = env.observation_space["state"].shape  # type: ignore[index]
-        if state_shape != (len(preset.state_quantities),):
+        quantities = preset.state_quantities or state_names(env) or ()
+        if state_shape != (len(quantities),):
             raise ValueError(
-                f"preset {preset.name}: names {len(preset.state_quantities)} state quantities, "
+                f"preset {preset.name}: names {len(quantities)} state quantities, "
                 f"but {preset.env_id}'s state has shape {state_shape}"
             )
         proprio = tuple(_proprio_quantity(model, e.joint, e.reading, preset) for e in preset.proprio)
@@ -285,8 +293,7 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
                 history=k,
                 description=(
                     f"RGB {preset.image_size}x{preset.image_size}, {preset.render_quality} render quality, "
-                    f"camera distance {cam.distance} m, elevation {cam.elevation_deg} deg, azimuth "
-                    f"{cam.azimuth_deg} deg, lookat {cam.lookat}, tracking {cam.track_body or 'nothing'}"
+                    f"{cam.describe()}"
                 ),
             ),
             ObservationSpec(
@@ -299,7 +306,7 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
             ),
         )
     else:
-        state = tuple(Quantity(n, u) for n, u in preset.state_quantities)
+        state = tuple(Quantity(n, u) for n, u in quantities)
         observations = (
             ObservationSpec(
                 "state",

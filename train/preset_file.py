@@ -12,7 +12,8 @@ takes a preset name also takes the path of such a file (``--preset my_task.toml`
     preset file, so a v5 MuJoCo env can load the user's own MJCF.
 ``camera`` (required)
     a table: ``distance`` (m), ``elevation_deg``, ``azimuth_deg``, optional ``lookat`` ([x, y, z] m)
-    and ``track_body`` (a body of the model to follow).
+    and ``track_body`` (a body of the model to follow); or ``model_camera`` alone, one of the
+    model's own cameras by index or name.
 ``proprio``
     the robot's own joint readings the policy gets beside the pixels, in order, each
     ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model). Default none.
@@ -53,7 +54,8 @@ if sys.version_info >= (3, 11):
 else:  # the same parser, from PyPI
     import tomli as tomllib
 
-from train.env_registry import ensure_registered
+from train.base_env import make_base_env, mujoco_handles, state_names
+from train.render import model_camera_index
 from train.run_files import PRESET_COPY_NAME
 from train.task_preset import CameraConfig, ProprioEntry, RenderQuality, TaskPreset
 
@@ -61,7 +63,7 @@ FIELDS = (
     "name", "summary", "env_id", "entry_point", "env_kwargs", "camera", "proprio", "state_quantities",
     "image_size", "frame_stack", "action_repeat", "render_quality", "marker_scale", "failure_on_termination",
 )  # fmt: skip
-CAMERA_FIELDS = ("distance", "elevation_deg", "azimuth_deg", "lookat", "track_body")
+CAMERA_FIELDS = ("distance", "elevation_deg", "azimuth_deg", "lookat", "track_body", "model_camera")
 _READINGS = {"pos": "position", "vel": "velocity"}
 _DERIVE_STEPS = 5
 
@@ -122,13 +124,7 @@ def preset_from_toml(text: str, path: Path) -> TaskPreset:
             name=fields.string("name") or path.stem,
             env_id=fields.string("env_id", required=True) or "",
             summary=fields.string("summary") or "",
-            camera=CameraConfig(
-                distance=cam.number("distance"),
-                elevation_deg=cam.number("elevation_deg"),
-                azimuth_deg=cam.number("azimuth_deg"),
-                lookat=(lookat[0], lookat[1], lookat[2]),
-                track_body=cam.string("track_body"),
-            ),
+            camera=_camera(cam, lookat),
             proprio=tuple(_proprio_entry(name, path) for name in fields.strings("proprio")),
             state_quantities=fields.pairs("state_quantities"),
             image_size=fields.integer("image_size", 84),
@@ -165,6 +161,8 @@ def preset_to_toml(preset: TaskPreset) -> str:
     }
     if cam.track_body is not None:
         camera["track_body"] = cam.track_body
+    if cam.model_camera is not None:
+        camera = {"model_camera": cam.model_camera}
     data: dict[str, Any] = {"name": preset.name, "summary": preset.summary, "env_id": preset.env_id}
     if preset.entry_point is not None:
         data["entry_point"] = preset.entry_point
@@ -219,13 +217,13 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
     """Build the env (no rendering) and check every name in the preset against its model."""
     env = _make(preset, path)
     try:
-        inner = env.unwrapped
-        model = getattr(inner, "model", None)
-        if not isinstance(model, mujoco.MjModel) or not hasattr(inner, "data"):
+        handles = mujoco_handles(env)
+        if handles is None:
             raise PresetFileError(
-                f"{path}: env_id: {preset.env_id} is not a MuJoCo environment (its unwrapped env has no MjModel "
-                "`model` and `data`); presets render MuJoCo models"
+                f"{path}: env_id: {preset.env_id} is not a MuJoCo environment (neither a gymnasium MuJoCo env nor "
+                "a dm_control task); presets render MuJoCo models"
             )
+        model, data = handles
         obs_space, act_space = env.observation_space, env.action_space
         if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
             raise PresetFileError(
@@ -246,6 +244,11 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
                 int(mujoco.mjtJoint.mjJNT_SLIDE),
             ):
                 raise PresetFileError(f"{path}: proprio: joint {entry.joint!r} is not a hinge or slide joint")
+        if preset.camera.model_camera is not None:
+            try:
+                model_camera_index(model, preset.camera.model_camera)
+            except ValueError as exc:
+                raise PresetFileError(f"{path}: {exc}") from None
         body = preset.camera.track_body
         bodies = [model.body(i).name for i in range(model.nbody)]
         if body is not None and body not in bodies:
@@ -266,7 +269,7 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
                     f"state vector has {size}"
                 )
             return preset
-        derived = _derive_state_quantities(env, model, inner.data)
+        derived = state_names(env) or _derive_state_quantities(env, model, data)
         if derived is None:
             raise PresetFileError(
                 f"{path}: state_quantities: {preset.env_id}'s state vector ({size} values) is not the model's qpos "
@@ -280,8 +283,7 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
 
 def _make(preset: TaskPreset, path: Path) -> gym.Env[Any, Any]:
     try:
-        ensure_registered(preset.env_id, preset.entry_point)
-        return gym.make(preset.env_id, **preset.make_kwargs())
+        return make_base_env(preset)
     except PresetFileError:
         raise
     except Exception as exc:  # any failure of the user's env or its kwargs: one clear line
@@ -419,6 +421,22 @@ def _proprio_entry(name: str, path: Path) -> ProprioEntry:
             f'{path}: proprio entry {name!r} must be "<joint>.pos" or "<joint>.vel" (a joint\'s position or velocity)'
         )
     return ProprioEntry(joint, _READINGS[reading])  # type: ignore[arg-type]  # one of the two readings
+
+
+def _camera(cam: _Fields, lookat: tuple[float, ...]) -> CameraConfig:
+    """A model camera (``model_camera``: index or name) alone, or a free camera's three required fields."""
+    model_camera = cam.data.get("model_camera")
+    if model_camera is not None:
+        if isinstance(model_camera, bool) or not isinstance(model_camera, (int, str)) or model_camera == "":
+            raise PresetFileError(f"{cam.where}: model_camera must be a camera index or name, got {model_camera!r}")
+        return CameraConfig(model_camera=model_camera)
+    return CameraConfig(
+        distance=cam.number("distance"),
+        elevation_deg=cam.number("elevation_deg"),
+        azimuth_deg=cam.number("azimuth_deg"),
+        lookat=(lookat[0], lookat[1], lookat[2]),
+        track_body=cam.string("track_body"),
+    )
 
 
 def _marker_scale(table: dict[str, Any] | None, path: Path) -> tuple[tuple[str, float], ...]:

@@ -1,4 +1,4 @@
-"""Named task presets over gymnasium's v5 MuJoCo environments.
+"""Named task presets over gymnasium's v5 MuJoCo environments and DeepMind Control Suite tasks.
 
 A preset fixes everything that decides what a policy sees and how often it acts: the camera (placed
 so the task is visible at the render size), the render size and quality, the frame history, the
@@ -44,6 +44,8 @@ def _qpos_qvel(joints: tuple[tuple[str, str], ...], skip_positions: int) -> tupl
 _CHEETAH_JOINTS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
 _WALKER_JOINTS = ("thigh_joint", "leg_joint", "foot_joint", "thigh_left_joint", "leg_left_joint", "foot_left_joint")
 _PLANAR_ROOT = (("rootx", "slide"), ("rootz", "slide"), ("rooty", "hinge"))
+_DMC_CHEETAH = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
+_DMC_WALKER = ("right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle")
 
 PRESETS: dict[str, TaskPreset] = {
     p.name: p
@@ -104,6 +106,38 @@ PRESETS: dict[str, TaskPreset] = {
         ),
     )
 }
+
+
+def _dmc(domain: str, task: str, summary: str, robot_joints: tuple[str, ...]) -> TaskPreset:
+    """A DeepMind Control Suite task as DrQ-v2 sees it.
+
+    84x84 RGB from the model's camera 0, 3 frames, each action held for 2 simulator steps. Proprio is
+    the robot's own joints; the state is the suite's observation dict flattened (keys sorted), its
+    names derived from the suite.
+    """
+    return TaskPreset(
+        name=f"dmc_{'cup' if domain == 'ball_in_cup' else domain}_{task}",
+        env_id=f"dm_control/{domain}-{task}-v0",
+        summary=summary,
+        camera=CameraConfig(model_camera=0),
+        proprio=_joints(robot_joints, "position", "velocity"),
+        state_quantities=(),
+        action_repeat=2,
+    )
+
+
+_DMC_PRESETS = (
+    _dmc("cartpole", "swingup", "DMC: swing a pole up from hanging and balance it; the pole is seen only", ("slider",)),
+    _dmc("reacher", "easy", "DMC: reach a large target with a 2-link arm; the target is seen only",
+         ("shoulder", "wrist")),
+    _dmc("cheetah", "run", "DMC: run forward; the torso's pose and speed are seen only", _DMC_CHEETAH),
+    _dmc("walker", "walk", "DMC: walk forward upright; the torso's pose and speed are seen only", _DMC_WALKER),
+    _dmc("finger", "spin", "DMC: spin a hinged body with a 2-joint finger; the body is seen only",
+         ("proximal", "distal")),
+    _dmc("ball_in_cup", "catch", "DMC: swing a ball on a string into the cup; the ball is seen only",
+         ("cup_x", "cup_z")),
+)  # fmt: skip
+PRESETS.update({p.name: p for p in _DMC_PRESETS})
 
 DEFAULT_PRESET = "inverted_pendulum"
 

@@ -15,14 +15,14 @@ import os
 import mujoco
 import numpy as np
 
-from train.presets import CameraConfig, RenderQuality
+from train.task_preset import CameraConfig, RenderQuality
 
 # Shadow map size for the "shadows" quality: keeps the depth cue at about 195 frames/s here,
 # against about 31 with MuJoCo's default 4096 map and 4x multisampling.
 _SHADOW_MAP_SIZE = 512
 
 
-def _load_triton_before_gl() -> None:
+def load_triton_before_gl() -> None:
     """Import triton (if installed) before the first GL context, so a later import cannot crash.
 
     PyPI's CUDA builds of torch (2.15 here) import triton lazily, e.g. when timm is first imported.
@@ -43,7 +43,9 @@ def _configure_quality(model: mujoco.MjModel, quality: RenderQuality) -> None:
         model.vis.quality.shadowsize = _SHADOW_MAP_SIZE
 
 
-def _camera(model: mujoco.MjModel, config: CameraConfig) -> mujoco.MjvCamera:
+def _camera(model: mujoco.MjModel, config: CameraConfig) -> mujoco.MjvCamera | int:
+    if config.model_camera is not None:
+        return model_camera_index(model, config.model_camera)
     camera = mujoco.MjvCamera()
     camera.distance = config.distance
     camera.elevation = config.elevation_deg
@@ -60,6 +62,15 @@ def _camera(model: mujoco.MjModel, config: CameraConfig) -> mujoco.MjvCamera:
     return camera
 
 
+def model_camera_index(model: mujoco.MjModel, camera: int | str) -> int:
+    """The index of one of the model's own cameras; a missing one raises, listing the model's cameras."""
+    index = camera if isinstance(camera, int) else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if not 0 <= index < model.ncam:
+        known = ", ".join(f"{i}: {model.camera(i).name or '(unnamed)'}" for i in range(model.ncam)) or "none"
+        raise ValueError(f"camera model_camera {camera!r} is not a camera of this model; its cameras are {known}")
+    return index
+
+
 class FrameRenderer:
     """Renders RGB frames of ``model``'s state from a configured camera.
 
@@ -71,7 +82,7 @@ class FrameRenderer:
     """
 
     def __init__(self, model: mujoco.MjModel, size: int, camera: CameraConfig, quality: RenderQuality) -> None:
-        _load_triton_before_gl()
+        load_triton_before_gl()
         _configure_quality(model, quality)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
         model.vis.global_.offheight = max(model.vis.global_.offheight, size)

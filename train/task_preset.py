@@ -24,7 +24,7 @@ OBS_MODES: tuple[ObsMode, ...] = ("pixels", "state")
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """A MuJoCo free camera, optionally following a body.
+    """Where frames are seen from: a free camera, optionally following a body, or a model's own camera.
 
     Attributes:
         distance: metres from the look-at point.
@@ -33,17 +33,31 @@ class CameraConfig:
         lookat: the point the camera looks at (world frame, metres); the offset from the tracked
             body's centre of mass when ``track_body`` is set.
         track_body: name of a body to follow (for locomotion); ``None`` keeps the camera fixed.
+        model_camera: a camera defined in the model, by index or name (DeepMind Control tasks are
+            rendered from their camera 0, as DrQ-v2 renders them); the fields above are then unused.
     """
 
-    distance: float
-    elevation_deg: float
-    azimuth_deg: float
+    distance: float = 2.5
+    elevation_deg: float = -20.0
+    azimuth_deg: float = 90.0
     lookat: tuple[float, float, float] = (0.0, 0.0, 0.0)
     track_body: str | None = None
+    model_camera: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.distance <= 0:
             raise ValueError(f"camera distance is {self.distance}; it must be positive")
+        if isinstance(self.model_camera, int) and self.model_camera < 0:
+            raise ValueError(f"camera model_camera is {self.model_camera}; a camera index is 0 or more")
+
+    def describe(self) -> str:
+        """One line for the spec."""
+        if self.model_camera is not None:
+            return f"the model's camera {self.model_camera!r}"
+        return (
+            f"camera distance {self.distance} m, elevation {self.elevation_deg} deg, azimuth {self.azimuth_deg} deg, "
+            f"lookat {self.lookat}, tracking {self.track_body or 'nothing'}"
+        )
 
 
 @dataclass(frozen=True)
