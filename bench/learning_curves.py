@@ -54,18 +54,21 @@ def curves(
 ) -> list[list[list[float]]]:
     """The evaluation curve of each seed's run, training (or resuming) the runs that are not finished.
 
-    With ``train`` off, unfinished runs are reported as far as they got (their ``evals.json``).
+    With ``train`` off, unfinished runs are reported as far as they got (their ``evals.json``); with it
+    on, a run finished at fewer than ``steps`` is resumed to ``steps``.
     """
     representation, sac = METHODS[method]
     runs = []
     for seed in seeds:
         run_dir = out / f"{task}-{method}-s{seed}"
         summary_path = run_dir / SUMMARY_NAME
-        if not train and not summary_path.exists():
-            if (run_dir / "evals.json").exists():
-                runs.append(json.loads((run_dir / "evals.json").read_text())["evals"])
+        if not train:
+            source = summary_path if summary_path.exists() else run_dir / "evals.json"
+            if source.exists():
+                runs.append(json.loads(source.read_text())["evals"])
             continue
-        if not summary_path.exists():
+        finished = summary_path.exists() and json.loads(summary_path.read_text())["steps"] >= steps
+        if not finished:  # a run finished at fewer steps is resumed and goes on to ``steps``
             cfg = TrainConfig(
                 preset=task,
                 representation=representation,  # type: ignore[arg-type]
