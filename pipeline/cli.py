@@ -206,12 +206,16 @@ def run_presets(cmd: PresetsCommand) -> None:
         for name in PRESETS:
             print(save_sample_frame(name, cmd.frames_dir / f"{name}.png"))
         return
-    print(f"{'preset':18} {'env':20} {'image':>6} {'stack':>5} {'repeat':>6}  proprio")
+    name_w = max(len("preset"), *(len(p.name) for p in PRESETS.values()))
+    env_w = max(len("env"), *(len(p.env_id) for p in PRESETS.values()))
+    print(f"{'preset':{name_w}} {'env':{env_w}} {'image':>6} {'stack':>5} {'repeat':>6}  proprio")
     for p in PRESETS.values():
         proprio = ", ".join(f"{e.joint}.{e.reading[:3]}" for e in p.proprio)
-        print(f"{p.name:18} {p.env_id:20} {p.image_size:>6} {p.frame_stack:>5} {p.action_repeat:>6}  {proprio}")
-        print(f"{'':18} {p.summary}")
+        row = f"{p.image_size:>6} {p.frame_stack:>5} {p.action_repeat:>6}"
+        print(f"{p.name:{name_w}} {p.env_id:{env_w}} {row}  {proprio}")
+        print(f"{'':{name_w}} {p.summary}")
     print(f"\nObservation modes: {', '.join(OBS_MODES)}. Print a spec: agent-runtime presets --spec NAME")
+    print("Your own task: agent-runtime presets --check FILE.toml (see docs/presets/inverted_double_pendulum.toml)")
 
 
 def _check_preset(cmd: PresetsCommand) -> None:
