@@ -6,7 +6,10 @@ default quality (multisampling, shadows, reflections), to show what the render s
 Every pixel run checks that its frames are lit and change over time (shared/FACTS.md: a broken
 GL context returns black frames very fast, which looks like a speed-up).
 
-Usage: python bench/env_rate.py [--seconds 3]
+For DeepMind Control presets a last pair of columns times dm_control's own renderer
+(``physics.render`` at its own quality, camera 0, as DrQ-v2 renders) against ours.
+
+Usage: python -m bench.env_rate [--seconds 3] [--presets NAME ...]
 """
 
 from __future__ import annotations
@@ -45,18 +48,49 @@ def steps_per_second(preset: TaskPreset, mode: str, seconds: float) -> float:
     return rate
 
 
+def own_render_rate(preset: TaskPreset, seconds: float) -> float | None:
+    """Steps/s of step + dm_control's own ``physics.render`` (its quality, camera 0) for a DMC preset;
+    ``None`` for other presets. The peer of our fast renderer on the same task."""
+    if not preset.env_id.startswith("dm_control/"):
+        return None
+    env = make_env(preset, "state")
+    try:
+        physics = env.unwrapped.physics  # type: ignore[attr-defined]
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        first = physics.render(preset.image_size, preset.image_size, camera_id=0)
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            frame = physics.render(preset.image_size, preset.image_size, camera_id=0)
+            steps += 1
+            if terminated or truncated:
+                env.reset()
+        rate = steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+    if frame.max() == 0 or np.array_equal(frame, first):
+        raise RuntimeError(f"{preset.name}: dm_control's frames are black or frozen")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = parser.parse_args()
     print(f"machine: {platform.machine()}; policy steps/s (one step = action_repeat simulator steps)")
-    print("| preset | state (physics) | pixels, fast (ours) | pixels, MuJoCo default | fast / default |")
-    print("|---|---:|---:|---:|---:|")
-    for preset in PRESETS.values():
+    print("| preset | state (physics) | pixels, fast (ours) | pixels, MuJoCo default | fast / default "
+          "| dm_control's own render | fast / dm_control's |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.presets:
+        preset = PRESETS[name]
         state = steps_per_second(preset, "state", args.seconds)
         fast = steps_per_second(preset, "pixels", args.seconds)
         default = steps_per_second(dataclasses.replace(preset, render_quality="default"), "pixels", args.seconds)
-        print(f"| {preset.name} | {state:,.0f} | {fast:,.0f} | {default:,.0f} | {fast / default:.1f}x |")
+        own = own_render_rate(preset, args.seconds)
+        theirs = f"{own:,.0f} | {fast / own:.1f}x" if own else "- | -"
+        print(f"| {preset.name} | {state:,.0f} | {fast:,.0f} | {default:,.0f} | {fast / default:.1f}x | {theirs} |")
 
 
 if __name__ == "__main__":
