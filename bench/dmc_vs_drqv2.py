@@ -1,15 +1,24 @@
 """Our pixel teachers on the DeepMind Control Suite against DrQ-v2's released learning curves.
 
 Trains (or resumes, or reuses) one run per task and seed with ``bench.learning_curves`` (its run
-directories, ``--out``), then puts each task's evaluation return against simulator frames beside
-DrQ-v2's (``../shared/anchors/drqv2``: 8-10 seeds per task, one evaluation of 10 episodes every 20k
-frames). Frames are simulator frames: one agent step is 2 frames (action repeat 2), for both.
+directories, ``--out``, and the curves kept in the repository, ``bench.curve_records``), then puts
+each task's evaluation return against simulator frames beside DrQ-v2's (``../shared/anchors/drqv2``:
+8-10 seeds per task, one evaluation of 10 episodes every 20k frames). Frames are simulator frames:
+one agent step is 2 frames (action repeat 2), for both.
+
+The protocol is DrQ-v2's where ours can follow it: 84x84 RGB, 3 frames, action repeat 2, batch 256,
+one update every second agent step (method ``frozen-shift-half``: today's default trainer on
+DrQ-v2's schedule, so both sides make the same number of updates per frame), an evaluation of 10
+episodes every 20k frames. What differs is the learner: a frozen pretrained encoder with SAC
+(n-step 1, 1,000 random steps first) against DrQ-v2's encoder trained end to end with DDPG (n-step
+3, 2,000 random steps).
 
 At each ``--frames`` budget the table gives, for ours and for DrQ-v2, every seed's value (the last
 evaluation at or before the budget), the mean, and the IQM with rliable's stratified bootstrap 95%
 interval (``train.stats.across_seeds_iqm``), computed the same way for both; and the ratio of the
 means. A seed whose run has not reached a budget is left out of that row, and the row says how many
-seeds it has. One PNG: a panel per task, our IQM band and per-seed curves against DrQ-v2's.
+seeds it has. One PNG: a panel per task, each of our seeds' curves against DrQ-v2's mean and its
+min..max band over seeds.
 
 Targets (issue 16): ours >= DrQ-v2's mean at 100k frames on at least 4 of the 6 tasks, and at 500k
 frames on at least 3.
@@ -27,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.curve_records import RECORDS
 from bench.learning_curves import METHODS, curves
 from train.stats import across_seeds_iqm
 
@@ -150,15 +160,18 @@ def plot(ours: dict[str, list[Curve]], theirs: dict[str, dict[int, Curve]], png:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--method", default="frozen-shift", choices=list(METHODS))
+    parser.add_argument(
+        "--method", default="frozen-shift-half", choices=list(METHODS), help="what to train; default: DrQ-v2's schedule"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-frames", type=int, default=100_000, help="train each run to this many frames")
     parser.add_argument("--frames", nargs="+", type=int, default=[100_000, 500_000], help="budgets to tabulate")
-    parser.add_argument("--eval-every", type=int, default=10_000, help="frames between evaluations")
-    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--eval-every", type=int, default=20_000, help="frames between evaluations (DrQ-v2: 20k)")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (DrQ-v2: 10)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-dmc"))
     parser.add_argument("--anchors", type=Path, default=ANCHORS)
+    parser.add_argument("--records", type=Path, default=RECORDS, help="where the curves kept in the repository are")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report runs as far as they got")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -167,7 +180,7 @@ def main() -> None:
     for task in args.tasks:
         evals = curves(
             args.out, task, args.max_frames // ACTION_REPEAT, args.method, args.seeds,
-            args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes,
+            args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes, args.records,
         )  # fmt: skip
         ours[task] = our_curves(evals)
     print(table(rows(ours, theirs, args.frames)))

@@ -23,22 +23,46 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench.curve_records import EVALS_NAME, RECORDS, load_record, save_record
+from models.policy_kinds import Representation
 from train.config import SACConfig, TrainConfig
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.runner import run
 from train.stats import across_seeds_iqm
 
-METHODS: dict[str, tuple[str, SACConfig]] = {
-    "frozen": ("frozen", SACConfig(feature_shift=0)),
-    "frozen-shift": ("frozen", SACConfig(feature_shift=1)),
-    "scratch": ("scratch", SACConfig()),
-    "state": ("state", SACConfig()),
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method name trains: the representation and the settings that differ from the defaults."""
+
+    representation: Representation
+    sac: SACConfig = field(default_factory=SACConfig)
+    updates_per_step: float = 1.0
+
+
+METHODS: dict[str, Method] = {
+    "frozen": Method("frozen", SACConfig(feature_shift=0)),
+    "frozen-shift": Method("frozen", SACConfig(feature_shift=1)),
+    # DrQ-v2's schedule (one update every second agent step) on today's default: the same updates per
+    # frame as DrQ-v2, so a comparison at equal frames is also one at equal updates.
+    "frozen-shift-half": Method("frozen", SACConfig(feature_shift=1), updates_per_step=0.5),
+    "scratch": Method("scratch"),
+    "state": Method("state"),
 }
-"""Method name -> (representation, actor-critic settings)."""
+"""Method name -> what it trains (run directories are named ``<task>-<method>-s<seed>``)."""
+
+
+def _covers(record: dict[str, Any], steps: int) -> bool:
+    """Whether a kept curve is of a run that finished at ``steps`` or more."""
+    return bool(record["finished"]) and int(record["steps"]) >= steps
 
 
 def curves(
@@ -51,38 +75,57 @@ def curves(
     train: bool,
     threads: int,
     eval_episodes: int = 5,
+    records: Path | None = RECORDS,
 ) -> list[list[list[float]]]:
     """The evaluation curve of each seed's run, training (or resuming) the runs that are not finished.
 
-    With ``train`` off, unfinished runs are reported as far as they got (their ``evals.json``); with it
-    on, a run finished at fewer than ``steps`` is resumed to ``steps``.
+    A run's curve comes from its directory in ``out`` when there is one, else from its record in
+    ``records`` (``bench.curve_records``: the curves kept in the repository, ``None`` for none). With
+    ``train`` off, unfinished runs are reported as far as they got. With it on, a run finished at
+    fewer than ``steps`` is resumed to ``steps`` from its checkpoint, or trained again from the start
+    when only its record is left; every run trained here leaves its record.
     """
-    representation, sac = METHODS[method]
+    chosen = METHODS[method]
     runs = []
     for seed in seeds:
         run_dir = out / f"{task}-{method}-s{seed}"
         summary_path = run_dir / SUMMARY_NAME
+        record = load_record(records, run_dir.name) if records is not None else None
         if not train:
-            source = summary_path if summary_path.exists() else run_dir / "evals.json"
+            source = summary_path if summary_path.exists() else run_dir / EVALS_NAME
             if source.exists():
                 runs.append(json.loads(source.read_text())["evals"])
+            elif record is not None:
+                runs.append(record["evals"])
             continue
         finished = summary_path.exists() and json.loads(summary_path.read_text())["steps"] >= steps
+        # A run trained on an earlier machine: its kept curve is all the table needs.
+        if not finished and not run_dir.exists() and record is not None and _covers(record, steps):
+            log.info("%s: the curve kept in %s (%d steps)", run_dir.name, records, record["steps"])
+            runs.append(record["evals"])
+            continue
         if not finished:  # a run finished at fewer steps is resumed and goes on to ``steps``
             cfg = TrainConfig(
                 preset=task,
-                representation=representation,  # type: ignore[arg-type]
-                sac=sac,
+                representation=chosen.representation,
+                sac=chosen.sac,
+                updates_per_step=chosen.updates_per_step,
                 steps=steps,
                 seed=seed,
                 eval_every=eval_every,
                 eval_episodes=eval_episodes,
+                # The curve is the periodic evaluations; a final one of 100 episodes would cost more
+                # than the run's learning on the short budgets here.
+                final_eval_episodes=eval_episodes,
+                video=False,
                 checkpoint_every=eval_every,
                 run_dir=run_dir,
                 threads=threads,
                 resume=(run_dir / CHECKPOINT_NAME).exists(),
             )
             run(cfg)
+        if records is not None:
+            save_record(run_dir, records)
         runs.append(json.loads(summary_path.read_text())["evals"])
     return runs
 
@@ -97,6 +140,7 @@ def main() -> None:
     parser.add_argument("--at", nargs="*", type=int, default=[], help="steps to tabulate besides the last")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
+    parser.add_argument("--records", type=Path, default=RECORDS, help="where the curves kept in the repository are")
     parser.add_argument(
         "--report-only", action="store_true", help="train nothing; report the runs in --out as far as they got"
     )
@@ -114,7 +158,7 @@ def main() -> None:
         for method in args.method:
             runs = curves(
                 args.out, task, int(steps), method, args.seeds, args.eval_every, not args.report_only, args.threads,
-                args.eval_episodes,
+                args.eval_episodes, args.records,
             )  # fmt: skip
             if not runs:
                 continue

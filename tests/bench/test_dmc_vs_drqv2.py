@@ -42,14 +42,15 @@ def test_report_only_compares_ours_with_drqv2_at_each_budget(tmp_path, monkeypat
     (anchors / "dmc_cartpole_swingup.csv").write_text(ANCHOR)
     out = tmp_path / "runs"
     for seed, final in enumerate([400.0, 500.0, 900.0]):
-        run = out / f"dmc_cartpole_swingup-frozen-shift-s{seed}"
+        run = out / f"dmc_cartpole_swingup-frozen-shift-half-s{seed}"
         run.mkdir(parents=True)
         # Agent steps: 50,000 steps are 100,000 frames. Seed 2 is unfinished, its evals.json as far as it got.
         evals = [[0, 10.0, 0.0], [25_000, 100.0, 0.0], [50_000, final, 0.0]]
         name = "evals.json" if seed == 2 else "summary.json"
         (run / name).write_text(json.dumps({"evals": evals, "steps": 50_000}))
     argv = ["dmc_vs_drqv2", "--tasks", "dmc_cartpole_swingup", "--seeds", "0", "1", "2", "--out", str(out),
-            "--anchors", str(anchors), "--frames", "100000", "500000", "--report-only"]  # fmt: skip
+            "--anchors", str(anchors), "--records", str(tmp_path / "curves"), "--frames", "100000", "500000",
+            "--report-only"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     dmc_vs_drqv2.main()
     printed = capsys.readouterr().out

@@ -19,7 +19,7 @@ def test_report_only_tabulates_iqm_and_its_interval_over_seeds(tmp_path, monkeyp
         evals = [[1000, 10.0, 0.0], [2000, final, 0.0]]
         (run / "evals.json").write_text(json.dumps({"evals": evals}))
     argv = ["learning_curves", "--task", "inverted_pendulum:2000", "--method", "state", "--seeds", "0", "1", "2", "3",
-            "--out", str(tmp_path), "--report-only", "--at", "1000"]  # fmt: skip
+            "--out", str(tmp_path), "--records", str(tmp_path / "curves"), "--report-only", "--at", "1000"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     learning_curves.main()
     out = capsys.readouterr().out
