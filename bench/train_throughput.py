@@ -82,9 +82,9 @@ def _ceiling(preset: str, steps: int) -> float:
     import torch
 
     from train.collector import LocalCollector
+    from train.encoding import encode_function
     from train.envs import build_spec
     from train.presets import get_preset
-    from train.runner import _encode_function
     from train.teacher import build_encoder
 
     cfg = _config(preset, steps)
@@ -93,7 +93,9 @@ def _ceiling(preset: str, steps: int) -> float:
     encoder = build_encoder(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = dataclasses.replace(cfg, run_dir=Path(tmp))
-        collector = LocalCollector(cfg, spec, encoder, _encode_function(cfg, encoder, spec, torch.device("cpu")), 0)
+        collector = LocalCollector(
+            cfg, spec, encoder, encode_function(cfg, encoder, spec, torch.device("cpu"), cfg.run_dir), 0
+        )
         try:
             collector.start(seed=0)
             collector.collect(100, random_actions=True)

@@ -69,8 +69,11 @@ class Collector(Protocol):
     """Steps environments with the policy it was last given; see the module docstring."""
 
     lanes: int
-    time_s: dict[str, float]
-    """Seconds spent so far stepping environments (rendering included, ``env``) and encoding (``encode``)."""
+
+    @property
+    def time_s(self) -> dict[str, float]:
+        """Seconds spent so far stepping environments (rendering included, ``env``) and encoding (``encode``)."""
+        ...
 
     def start(self, seed: int) -> Transitions:
         """Reset every lane (lane ``i`` with ``seed + i``): a chunk of no steps, only episode starts."""

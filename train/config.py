@@ -130,6 +130,18 @@ class TrainConfig:
     collector acts one update behind the learner (a policy lag of one update, as asynchronous
     actor-learner setups have); the batches stay the same. For a GPU or a many-core machine: on a 2-core
     CPU it bought nothing, as the update keeps both cores busy (BENCHMARKS.md)."""
+    collectors: int = 0
+    """Collectors on Ray actors: 0 (the default) collects in this process and never imports Ray; N runs N
+    collectors, each with its own num_envs environments, renderer and frozen encoder, on a local Ray
+    instance with this machine's CPUs or on the cluster at --ray-address. They collect the next round of
+    steps while the learner updates on the last one (see max_policy_lag); a collector that dies is
+    restarted by Ray and the run goes on without its unfinished episodes. Needs the ray extra."""
+    ray_address: str | None = None
+    """Ray cluster to join with --collectors (e.g. ray://head:10001 or auto); unset: start a local instance."""
+    max_policy_lag: int = 16
+    """With --collectors: the most learner updates the policy a collector acts with may be behind. Each round
+    of collection takes as many steps per environment as keep it within this (at least one), so it must be
+    at least collectors x num_envs x updates_per_step. The lag of every round is logged (perf/policy_lag)."""
     n_step: int = 1
     """Steps summed into each TD target. Measured on inverted_pendulum: 3 (DrQ-v2's choice) kept state
     SAC at 363 after 30k steps where 1 solved it by 15k; from pixels both reached 1000 by 5k (BENCHMARKS.md)."""
@@ -194,6 +206,18 @@ class TrainConfig:
             raise ValueError(f"failure_below is {self.failure_below}; give a finite return (or leave it out)")
         if self.updates_per_step <= 0:
             raise ValueError(f"updates_per_step is {self.updates_per_step}; it must be positive")
+        if self.collectors < 0:
+            raise ValueError(f"collectors is {self.collectors}; use 0 (collect in this process) or more")
+        if self.collectors > 0:
+            if self.collect_ahead:
+                raise ValueError("collect_ahead is for in-process collection; remote --collectors always collect ahead")
+            least = math.ceil(self.lanes * self.updates_per_step)
+            if self.max_policy_lag < least:
+                raise ValueError(
+                    f"max_policy_lag is {self.max_policy_lag}; with {self.lanes} environments collecting at "
+                    f"{self.updates_per_step} updates per step one round of steps takes {least} updates, so give "
+                    f"at least {least}"
+                )
         if self.learning_starts < 0:
             raise ValueError(f"learning_starts is {self.learning_starts}; it must not be negative")
         if self.representation not in ("frozen", "scratch", "state"):
@@ -206,6 +230,18 @@ class TrainConfig:
             )
         if self.representation == "frozen" and self.neck == "conv" and self.encoder.output != "spatial":
             raise ValueError("neck 'conv' needs spatial features: set encoder.output 'spatial' or neck 'linear'")
+
+    @property
+    def lanes(self) -> int:
+        """Environments collecting, over all collectors: the replay keeps one lane for each."""
+        return self.num_envs * max(self.collectors, 1)
+
+    @property
+    def round_steps(self) -> int:
+        """Steps per environment in one round of remote collection: as many as max_policy_lag allows."""
+        if self.collectors == 0:
+            return 1
+        return max(1, int(self.max_policy_lag // (self.lanes * self.updates_per_step)))
 
     @property
     def target_steps(self) -> int:

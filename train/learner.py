@@ -51,7 +51,7 @@ class Learner:
         self.cfg, self.device = cfg, device
         self.agent = build_learner(cfg, spec, encoder, device)
         layout = ReplayLayout(
-            lanes=cfg.num_envs,
+            lanes=cfg.lanes,
             capacity_per_lane=capacity_per_lane,
             frame_shape=frame_shape(cfg, spec, encoder),
             frame_dtype=frame_dtype,

@@ -16,23 +16,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent_runtime.spec import PolicySpec
-from models.encoder import FrozenEncoder
 from train.acting import ActingPolicy, EpisodePolicyOf
 from train.allocator import keep_freed_memory
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.collector import Collector, LocalCollector, ThreadCollector, Transitions
 from train.config import TrainConfig
 from train.device import resolve_device
+from train.encoding import encode_function
 from train.envs import build_spec
 from train.evaluate import EvalResult, eval_seeds, evaluate
 from train.failure import preset_rule
-from train.frames import Encode, frame_dtype, torch_encode
+from train.frames import frame_dtype
 from train.learner import Learner
 from train.metrics import TensorBoardWriter
-from train.onnx_io import onnx_cuda_available
 from train.preset_file import save_preset_copy
 from train.presets import get_preset
+from train.ray_collectors import RayCollectors, import_ray
 from train.replay import Batch
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.score_text import failure_text, returns_text
@@ -77,7 +76,11 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
         change = "extending" if target > saved.target_steps else "shortening"
         log.warning("--resume: %s %s from %d to %d steps (--steps)", change, cfg.run_dir, saved.target_steps, target)
     # The device is this machine's, not the saved one: a run trained on a GPU resumes on a CPU.
-    return dataclasses.replace(saved, steps=target, resume=True, run_dir=cfg.run_dir, device=cfg.device), payload
+    # So is the Ray cluster's address (a cluster started again moves) and the device.
+    resumed = dataclasses.replace(
+        saved, steps=target, resume=True, run_dir=cfg.run_dir, device=cfg.device, ray_address=cfg.ray_address
+    )
+    return resumed, payload
 
 
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"sac": {"feature_shift": 0}}
@@ -114,6 +117,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     """
     cfg, payload = _prepare(cfg)
     device = resolve_device(cfg.device)
+    if cfg.collectors > 0:
+        import_ray()  # before anything is written: without Ray, one line naming the extra
     keep_freed_memory()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -127,7 +132,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         spec = spec.with_provenance(encoder=cfg.encoder.describe() + tuned, policy=f"sac-{cfg.representation}")
     else:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")
-    encode = _encode_function(cfg, encoder, spec, device)
+    encode = encode_function(cfg, encoder, spec, device, cfg.run_dir)
     learner = Learner(
         cfg,
         spec,
@@ -150,8 +155,11 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
     writer = TensorBoardWriter(cfg.run_dir / "tb")
     collector: Collector
-    if cfg.collect_ahead:  # every call on one thread of its own, where its GL contexts are current
-        collector = ThreadCollector(lambda: LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed))
+    ahead_collector: ThreadCollector | RayCollectors | None = None  # one that collects while updates run
+    if cfg.collectors > 0:  # on Ray actors, each with its own environments and encoder
+        collector = ahead_collector = RayCollectors(cfg, spec, encoder, seed=cfg.seed)
+    elif cfg.collect_ahead:  # every call on one thread of its own, where its GL contexts are current
+        collector = ahead_collector = ThreadCollector(lambda: LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed))
     else:
         collector = LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed)
     if payload is not None and "collector" in payload:
@@ -219,13 +227,20 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             learner.store(ahead_step)
             return ahead_step, [learner.sample() for _ in range(count)]
 
+        def round_steps(due: int) -> int:
+            """Steps per environment for the next collection: a round, but never past ``due``."""
+            return max(1, min(cfg.round_steps, -(-(due - state["step"]) // cfg.lanes)))
+
+        lags: list[int] = []  # updates the policy was behind at the end of each round collected ahead
+
         while state["step"] < cfg.target_steps:
             drawn: list[Batch] | None = None
             if ahead is not None:
                 transitions, drawn = ahead.result()
                 ahead = None
             else:
-                transitions = collector.collect(1, random_actions=state["step"] < cfg.learning_starts)
+                due = min(cfg.target_steps, next_eval, next_checkpoint)
+                transitions = collector.collect(round_steps(due), random_actions=state["step"] < cfg.learning_starts)
                 learner.store(transitions)
             for episode_return in transitions.episode_returns:
                 writer.scalars(state["step"], {"train/episode_return": episode_return})
@@ -245,7 +260,9 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             if state["step"] >= cfg.learning_starts:
                 if learn_start is None:
                     learn_start = (state["step"], time.perf_counter())
-                owed_updates += transitions.steps * cfg.updates_per_step
+                # Updates are owed for the steps from the last random one on (a round may straddle it).
+                first_owed = max(state["step"] - transitions.steps, cfg.learning_starts - 1)
+                owed_updates += (state["step"] - first_owed) * cfg.updates_per_step
                 t2 = time.perf_counter()
                 if owed_updates >= 1.0:
                     count = int(owed_updates)
@@ -261,10 +278,12 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                     # the steps counted and no more.
                     stopping = stop is not None and stop.is_set()
                     due = min(cfg.target_steps, next_eval, next_checkpoint)
-                    if isinstance(collector, ThreadCollector) and state["step"] < due and not stopping:
-                        next_count = int(owed_updates + collector.lanes * cfg.updates_per_step)
+                    if ahead_collector is not None and state["step"] < due and not stopping:
+                        steps_ahead = round_steps(due)
+                        next_count = int(owed_updates + steps_ahead * cfg.lanes * cfg.updates_per_step)
                         then = functools.partial(store_and_draw, next_count)
-                        ahead = collector.collect_later(1, random_actions=False, then=then)
+                        ahead = ahead_collector.collect_later(steps_ahead, random_actions=False, then=then)
+                        lags.append(len(batches))  # the updates below, which the round's policy lacks
                     for batch in batches:
                         losses.append(learner.update(batch))
                     if ahead is not None:
@@ -281,12 +300,14 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             if state["step"] >= next_eval and state["step"] < cfg.target_steps:
                 last_eval = run_eval(None, cfg.eval_episodes).mean
                 next_eval = _next_multiple(state["step"], cfg.eval_every)
-            if state["step"] % 1000 < cfg.num_envs:
+            if state["step"] % 1000 < cfg.lanes * cfg.round_steps:
                 elapsed = time.perf_counter() - start_time
                 perf = {
                     "perf/steps_per_s": (state["step"] - start_step) / elapsed,
                     **{f"perf/{name}_s": value for name, value in {**collector.time_s, "update": update_time}.items()},
                 }
+                if lags:
+                    perf["perf/policy_lag"] = float(np.mean(lags[-100:]))
                 if losses:
                     perf.update({k: float(np.mean([m[k] for m in losses])) for k in losses[0]})
                     losses.clear()
@@ -331,6 +352,16 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         "steps_per_s": round((state["step"] - start_step) / max(elapsed, 1e-9), 1),
         "learning_steps_per_s": round(learning_rate, 1) if learning_rate is not None else None,
         "time_s": {name: round(value, 1) for name, value in {**collector.time_s, "update": update_time}.items()},
+        # Where collection ran, and how far behind the learner the policy it acted with was (in updates,
+        # at the end of each round collected while updates ran; 0 where collection waits for them).
+        "collection": {
+            "collectors": cfg.collectors,
+            "lanes": cfg.lanes,
+            "round_steps": cfg.round_steps,
+            "restarts": collector.restarts if isinstance(collector, RayCollectors) else 0,
+            "policy_lag": {"max": max(lags, default=0), "mean": round(float(np.mean(lags)), 2) if lags else 0.0},
+            "max_policy_lag": cfg.max_policy_lag if cfg.collectors > 0 else None,
+        },
         # The report card's statistics (train.scores), with every episode's seed and return kept.
         "final_eval": {
             "mean": final_eval.mean,
@@ -356,28 +387,6 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _encode_function(
-    cfg: TrainConfig, encoder: FrozenEncoder | None, spec: PolicySpec, device: torch.device
-) -> Encode | None:
-    """The frozen encoder as collection runs it, on ``device``.
-
-    In onnxruntime (on a GPU through its CUDA provider, where onnxruntime-gpu is installed) or torch.
-    """
-    if encoder is None:
-        return None
-    cuda = (device.index or 0) if device.type == "cuda" else None
-    if cfg.encoder_runtime == "onnxruntime" and (cuda is None or onnx_cuda_available()):
-        from train.onnx_encoder import OnnxEncoder
-
-        h, w, _ = spec.observation("pixels").shape
-        return OnnxEncoder(encoder, cfg.run_dir / "encoder.onnx", (h, w), cfg.threads, cuda_device=cuda)
-    if cfg.encoder_runtime == "onnxruntime":
-        log.info(
-            "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu): the frozen encoder runs in torch"
-        )
-    return torch_encode(encoder, device)
-
-
 def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None) -> int:
     """Replay slots per lane, for the run's steps or, on resume, as its replay files were made.
 
@@ -392,7 +401,7 @@ def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, A
         if "replay_capacity_per_lane" in payload:
             return int(payload["replay_capacity_per_lane"])
         steps = int(payload["config"]["steps"])  # older checkpoints: sized from the steps the run began with
-    return max(min(cfg.replay_capacity, 2 * steps) // cfg.num_envs + 2, frames_per_obs + 2)
+    return max(min(cfg.replay_capacity, 2 * steps) // cfg.lanes + 2, frames_per_obs + 2)
 
 
 def _next_multiple(step: int, every: int) -> int:
