@@ -34,7 +34,7 @@ def test_every_other_embedded_model_classifies_them_too(name, monkeypatch):
 
 def _classifies_chelsea_and_coffee(encoder: FrozenEncoder, certainty: float) -> None:
     data = pytest.importorskip("skimage.data")
-    classifier = encoder.backbone.get_classifier()
+    classifier: nn.Module = encoder.backbone.get_classifier()  # type: ignore[operator]
     for image, label in ((data.chelsea(), 285), (data.coffee(), 967)):
         frames = torch.from_numpy(np.ascontiguousarray(image))[None]
         probs = classifier(encoder(frames)).softmax(-1)[0]

@@ -120,7 +120,7 @@ def test_pixel_collectors_encode_with_the_drivers_encoder(ray_local, tmp_path):
 def test_bad_settings_are_refused_by_name():
     with pytest.raises(ValueError, match="remote --collectors always collect ahead"):
         TrainConfig(collectors=2, collect_ahead=True)
-    with pytest.raises(ValueError, match="max_policy_lag is 3; with 4 environments .* at least 4"):
+    with pytest.raises(ValueError, match=r"max_policy_lag is 3; with 4 environments .* at least 4"):
         TrainConfig(collectors=2, num_envs=2, max_policy_lag=3)
     with pytest.raises(ValueError, match="collectors is -1"):
         TrainConfig(collectors=-1)
