@@ -12,7 +12,7 @@ acts with is at most one round of updates old (``cfg.max_policy_lag`` bounds tha
 Weights go out through Ray's object store, put once per version and sent with a round only to the
 actors that lack them. Ray is imported only when this class is built: in-process training never needs it.
 
-Faults: an actor that dies (killed, its node lost) is restarted by Ray (``MAX_RESTARTS`` times each);
+Faults: an actor that dies (killed, its node lost) is restarted by Ray (``train.ray_actors.MAX_RESTARTS``);
 the round collects that actor's part again from fresh episodes, so the run loses the actor's unfinished
 episodes and nothing else, and :attr:`RayCollectors.restarts` counts the restarts.
 """
@@ -23,11 +23,9 @@ import dataclasses
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,28 +37,12 @@ from train.acting import PolicyWeights
 from train.collector import EpisodeStarts, LocalCollector, Transitions
 from train.config import TrainConfig
 from train.encoding import encode_function
+from train.ray_actors import ActorPool
 from train.teacher import build_encoder
 
 log = logging.getLogger(__name__)
 
 Result = TypeVar("Result")
-
-RAY_INSTALL_HINT = "pip install 'agent-runtime[ray]'"
-MAX_RESTARTS = 5
-"""How often Ray restarts one collector actor before the run gives up on it."""
-PLACEMENT_TIMEOUT_S = 180.0
-"""Most seconds to wait for the collectors to start (Ray placing them, building envs and encoders)."""
-RECOVERY_TIMEOUT_S = 180.0
-"""Most seconds to wait for a dead collector's restart."""
-
-
-def import_ray() -> ModuleType:
-    """Ray, or a one-line error naming the extra that installs it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError(f"--collectors runs collectors on Ray, which is not installed: {RAY_INSTALL_HINT}") from exc
-    return ray
 
 
 class CollectorActor:
@@ -146,51 +128,29 @@ class RayCollectors:
     """
 
     def __init__(self, cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None, seed: int) -> None:
-        ray = import_ray()
-        self._ray = ray
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            where = cfg.ray_address or f"a local Ray instance with {os.cpu_count()} CPUs"
-            log.info("starting %d collectors on %s", cfg.collectors, where)
-            ray.init(
-                address=cfg.ray_address,
-                num_cpus=None if cfg.ray_address else os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-            )
         self.lanes = cfg.lanes
         self.round_steps = cfg.round_steps
-        self.restarts = 0
         self._per_actor = cfg.num_envs
         self._seed = seed
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(CollectorActor)
-        # Kept for the run: a restarted actor is set up from it again.
-        self._encoder_state = ray.put(encoder.state_dict()) if encoder is not None else None
-        self._actors = [self._actor_class.remote(cfg, spec, seed, i) for i in range(cfg.collectors)]
+        state = encoder.state_dict() if encoder is not None else None
+        self._pool = ActorPool(CollectorActor, lambda i: (cfg, spec, seed, i), cfg.collectors, state, cfg.ray_address)
+        self._ray = self._pool.ray
         self._weights: Any = None  # the newest weights' object ref
         self._version = 0
         self._sent = [0] * cfg.collectors  # the version each actor acts with
-        self._times = [{"env": 0.0, "encode": 0.0} for _ in self._actors]
+        self._times = [{"env": 0.0, "encode": 0.0} for _ in range(cfg.collectors)]
         self._retired = {"env": 0.0, "encode": 0.0}  # the time of actors that died
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-collectors")
-        self._wait_ready(cfg)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-collectors")
 
-    def _wait_ready(self, cfg: TrainConfig) -> None:
-        ray = self._ray
-        pings = [actor.setup.remote(self._encoder_state) for actor in self._actors]
-        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=PLACEMENT_TIMEOUT_S)
-        if len(ready) < len(pings):
-            cpus = ray.cluster_resources().get("CPU", 0)
-            self.close()
-            raise RuntimeError(
-                f"only {len(ready)} of {cfg.collectors} collectors started within {PLACEMENT_TIMEOUT_S:.0f} s; each "
-                f"takes one CPU and the Ray cluster has {cpus:g}: use fewer --collectors or a larger cluster"
-            )
-        try:
-            self.pids = ray.get(pings)
-        except ray.exceptions.RayError as exc:
-            self.close()
-            raise RuntimeError(f"a collector failed to start on Ray: {exc}") from exc
+    @property
+    def restarts(self) -> int:
+        """Collector restarts so far in this process."""
+        return self._pool.restarts
+
+    @property
+    def pids(self) -> list[int]:
+        """The collectors' process ids."""
+        return self._pool.pids
 
     @property
     def time_s(self) -> dict[str, float]:
@@ -199,24 +159,22 @@ class RayCollectors:
 
     def start(self, seed: int) -> Transitions:
         """Reset every lane: actor ``i``'s lane ``j`` with ``seed + i * num_envs + j``."""
-        calls = [actor.start.remote(seed + i * self._per_actor) for i, actor in enumerate(self._actors)]
-        return self._join([self._result(i, call, lambda i: self._recover(i, None)) for i, call in enumerate(calls)])
+        actors = self._pool.actors
+        calls = [actor.start.remote(seed + i * self._per_actor) for i, actor in enumerate(actors)]
+        return self._join(self._pool.gather(calls, lambda i: self._fresh(i, None)))
 
     def collect(self, steps: int, random_actions: bool) -> Transitions:
         """One round: ``steps`` steps of every actor's environments, joined lane by lane."""
         calls = []
-        for i, actor in enumerate(self._actors):
+        for i, actor in enumerate(self._pool.actors):
             fresh = self._weights if self._sent[i] != self._version else None
             calls.append(actor.collect.remote(steps, random_actions, fresh))
             self._sent[i] = self._version
-        parts = [
-            self._result(i, call, lambda i: self._recover(i, (steps, random_actions))) for i, call in enumerate(calls)
-        ]
-        return self._join(parts)
+        return self._join(self._pool.gather(calls, lambda i: self._fresh(i, (steps, random_actions))))
 
     def collect_later(self, steps: int, random_actions: bool, then: Callable[[Transitions], Result]) -> Future[Result]:
         """:meth:`collect` started now, then ``then(transitions)``, on a thread of this object's."""
-        return self._pool.submit(lambda: then(self.collect(steps, random_actions)))
+        return self._thread.submit(lambda: then(self.collect(steps, random_actions)))
 
     def load_policy(self, weights: PolicyWeights) -> None:
         """Act with these weights from the next round on (put in the object store once)."""
@@ -225,80 +183,50 @@ class RayCollectors:
 
     def reseed(self, seed: int) -> None:
         """Restart every actor's random streams from ``seed`` (each apart by its index)."""
-        self._ray.get([actor.reseed.remote(seed) for actor in self._actors])
+        self._ray.get([actor.reseed.remote(seed) for actor in self._pool.actors])
 
     def state(self) -> dict[str, Any]:
         """Every actor's random state, for checkpoints."""
-        return {"remote": self._ray.get([actor.state.remote() for actor in self._actors])}
+        return {"remote": self._ray.get([actor.state.remote() for actor in self._pool.actors])}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` saved (from a run with as many collectors)."""
-        saved = state.get("remote")
-        if not isinstance(saved, list) or len(saved) != len(self._actors):
-            raise ValueError(f"the saved collector state is not that of {len(self._actors)} remote collectors")
-        self._ray.get([actor.load_state.remote(s) for actor, s in zip(self._actors, saved, strict=True)])
+        saved, actors = state.get("remote"), self._pool.actors
+        if not isinstance(saved, list) or len(saved) != len(actors):
+            raise ValueError(f"the saved collector state is not that of {len(actors)} remote collectors")
+        self._ray.get([actor.load_state.remote(s) for actor, s in zip(actors, saved, strict=True)])
 
     def close(self) -> None:
         """Stop the actors (and Ray, when this object started it)."""
-        ray = self._ray
         try:
-            closing = [actor.close.remote() for actor in self._actors]
-            ray.wait(closing, num_returns=len(closing), timeout=30)
-            for actor in self._actors:
-                ray.kill(actor, no_restart=True)
+            self._pool.close()
         finally:
-            self._pool.shutdown(wait=True)
-            if self._owns_ray:
-                ray.shutdown()
+            self._thread.shutdown(wait=True)
 
-    # -- rounds and faults --------------------------------------------------------------------------
+    def _fresh(self, index: int, collect: tuple[int, bool] | None) -> tuple[Transitions, dict[str, float]]:
+        """Actor ``index``'s part again, after its restart: fresh random streams, fresh episodes.
 
-    def _result(self, index: int, call: Any, recover: Callable[[int], Transitions]) -> Transitions:
-        """An actor's part of a round, or, when the actor died, the part collected again after its restart."""
-        ray = self._ray
-        try:
-            part, times = ray.get(call)
-        except ray.exceptions.RayActorError:
-            return recover(index)
-        except ray.exceptions.RayTaskError as exc:  # our code failed in the actor: not a fault to ride out
-            raise RuntimeError(f"collector {index} failed: {exc}") from exc
-        self._times[index] = times
-        return part
-
-    def _recover(self, index: int, collect: tuple[int, bool] | None) -> Transitions:
-        """Wait for Ray to restart actor ``index``, start fresh episodes there, then collect its part again."""
-        ray = self._ray
-        self.restarts += 1
+        The restarted actor must not replay its first episodes, nor draw its first random numbers again.
+        """
+        ray, actor = self._ray, self._pool.actors[index]
         self._retired = {k: self._retired[k] + self._times[index][k] for k in self._retired}
         self._times[index] = {"env": 0.0, "encode": 0.0}
-        log.warning("collector %d died; waiting for Ray to restart it (restart %d of the run)", index, self.restarts)
-        actor, deadline = self._actors[index], time.monotonic() + RECOVERY_TIMEOUT_S
-        while True:
-            try:
-                self.pids[index] = ray.get(actor.ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
-                break
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-                if time.monotonic() >= deadline or isinstance(exc, ray.exceptions.ActorDiedError):
-                    raise RuntimeError(
-                        f"collector {index} died and did not come back (Ray restarts each collector at most "
-                        f"{MAX_RESTARTS} times): {exc}"
-                    ) from exc
-        self.pids[index] = ray.get(actor.setup.remote(self._encoder_state))
-        # Fresh random streams and episodes: the restarted actor must not replay its first ones.
         streams = np.random.SeedSequence([self._seed, self.restarts, index]).generate_state(2)
         ray.get(actor.reseed.remote(int(streams[0])))
-        start, _ = ray.get(actor.start.remote(int(streams[1] % 2**31)))
+        start, times = ray.get(actor.start.remote(int(streams[1] % 2**31)))
         self._sent[index] = 0
         if collect is None:
-            return start
+            return start, times
         steps, random_actions = collect
         self._sent[index] = self._version
         part, times = ray.get(actor.collect.remote(steps, random_actions, self._weights))
-        self._times[index] = times
-        return part._replace(starts=(*start.starts, *part.starts))
+        return part._replace(starts=(*start.starts, *part.starts)), times
 
-    def _join(self, parts: list[Transitions]) -> Transitions:
+    def _join(self, results: list[tuple[Transitions, dict[str, float]]]) -> Transitions:
         """The actors' parts as one round of all lanes; starts at the same step are merged."""
+        for i, (_, times) in enumerate(results):
+            self._times[i] = times
+        parts = [part for part, _ in results]
         by_step: dict[int, list[EpisodeStarts]] = {}
         for i, part in enumerate(parts):
             for s in part.starts:

@@ -31,7 +31,8 @@ from train.learner import Learner
 from train.metrics import TensorBoardWriter
 from train.preset_file import save_preset_copy
 from train.presets import get_preset
-from train.ray_collectors import RayCollectors, import_ray
+from train.ray_actors import import_ray
+from train.ray_collectors import RayCollectors
 from train.replay import Batch
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.score_text import failure_text, returns_text
