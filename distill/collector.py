@@ -22,6 +22,8 @@ from models.student import Student
 StudentWeights = dict[str, torch.Tensor]
 """A student's state dict, every tensor on the CPU."""
 
+ITERATION_SEEDS = 10_000
+"""Episode seeds set apart for one iteration's collection (its first is the runner's ``first_seed``)."""
 COLLECTOR_STREAM = 1
 """Mixed into the seed of the collector's random stream, so it never repeats the minibatch sampler's."""
 
@@ -66,6 +68,7 @@ class LocalDaggerCollector:
         names: the student's observation entries (what the dataset stores).
         bounds: (low, high) action bounds, to express labels in [-1, 1].
         seed: the run's seed; who drives each step is drawn from a stream derived from it.
+        index: which of several collectors this is (0: the stream of a collector alone).
     """
 
     def __init__(
@@ -76,10 +79,11 @@ class LocalDaggerCollector:
         names: Sequence[str],
         bounds: tuple[np.ndarray, np.ndarray],
         seed: int,
+        index: int = 0,
     ) -> None:
         self.env, self.student, self.teacher = env, student.eval(), teacher
         self.names, self.bounds = tuple(names), bounds
-        self.rng = np.random.default_rng([seed, COLLECTOR_STREAM])
+        self.rng = np.random.default_rng([seed, COLLECTOR_STREAM, index] if index else [seed, COLLECTOR_STREAM])
 
     def collect(
         self,

@@ -83,6 +83,14 @@ class DistillConfig:
     device: str = "auto"
     """Where the student trains: auto (CUDA when available, else the CPU), cpu, cuda, or cuda:N.
     Collection, the teacher's labels, evaluation and export run on the CPU, as on the robot."""
+    collectors: int = 0
+    """DAgger's collection on Ray actors: 0 (the default) collects in this process; N splits each
+    iteration's steps over N actors, each with its own environment, a CPU copy of the student and the
+    teacher's ONNX file in onnxruntime for the labels. Actor i resets its episodes from its own range of
+    seeds and draws from its own random stream (actor 0's are this process's, so one actor collects what
+    in-process collection does). Needs the ray extra."""
+    ray_address: str | None = None
+    """Ray cluster to join with --collectors (e.g. ray://head:10001 or auto); unset: start a local instance."""
 
     def __post_init__(self) -> None:
         if self.student not in STUDENT_KINDS:
@@ -116,6 +124,13 @@ class DistillConfig:
             raise ValueError(f"failure_iterations is {self.failure_iterations}; it must not be negative (0: off)")
         if self.check_episodes > 10_000:
             raise ValueError(f"check_episodes is {self.check_episodes}; at most 10,000 per check")
+        if self.collectors < 0:
+            raise ValueError(f"collectors is {self.collectors}; use 0 (collect in this process) or more")
+        if self.collectors > self.steps_per_iteration:
+            raise ValueError(
+                f"collectors is {self.collectors}; each collects a share of the {self.steps_per_iteration} steps per "
+                "iteration, so use at most that many"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr is {self.lr}; it must be positive")
         if self.latency_calls < 0:

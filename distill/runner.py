@@ -14,6 +14,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,9 @@ import torch
 from tqdm import tqdm
 
 from agent_runtime.spec import PolicySpec
-from distill.actors import Actor, ActorPolicy, onnx_actor, random_actor, torch_actor
+from distill.actors import ActorPolicy, onnx_actor, random_actor, torch_actor
 from distill.collect import collect_observations
-from distill.collector import LocalDaggerCollector, student_weights
+from distill.collector import ITERATION_SEEDS, DaggerCollector, LocalDaggerCollector, student_weights
 from distill.config import DistillConfig
 from distill.dagger import train_student
 from distill.dataset import Dataset
@@ -43,6 +45,7 @@ from train.evaluate import eval_seeds, evaluate
 from train.failure import report_rule
 from train.preset_file import save_preset_copy
 from train.presets import get_preset
+from train.ray_actors import import_ray, ray_session
 from train.score_text import returns_text
 from train.scores import score
 from train.stats import retention
@@ -60,6 +63,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     The student trains on ``cfg.device``; collection, labelling, evaluation and export run on the CPU.
     """
     device = resolve_device(cfg.device)
+    if cfg.collectors > 0:
+        import_ray()  # before anything is written: without Ray, one line naming the extra
     keep_freed_memory()
     torch.set_num_threads(cfg.threads)
     teacher = load_run_policy(cfg.teacher)
@@ -100,24 +105,39 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         checker = FailureChecker(
             task, student_mode, teacher_mode, teacher_actor, rule, cfg.seed, cfg.check_episodes, cfg.check_seconds
         )
+    bounds = (np.asarray(spec.action.low), np.asarray(spec.action.high))
+
+    def new_collector() -> DaggerCollector:
+        """A fresh collector (its random stream from the start) for one method's iterations."""
+        if cfg.collectors > 0:
+            from distill.ray_collectors import RayDaggerCollectors
+
+            names = teacher.spec.observation_names
+            return RayDaggerCollectors(cfg, make, spec, teacher_onnx.path, names, bounds)
+        student = build_student(cfg, spec)
+        return LocalDaggerCollector(make(), student, teacher_actor, spec.observation_names, bounds, cfg.seed)
+
     methods = ["dagger", "bc"] if cfg.baseline else ["dagger"]
     students: dict[str, Student] = {}
     datasets: dict[str, Dataset] = {}
     history: dict[str, list[dict[str, Any]]] = {}
     checks: list[FailureCheck] = []
-    for method in methods:
-        torch.manual_seed(cfg.seed)
-        student = build_student(cfg, spec).to(device)
-        datasets[method] = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
-        if method == "dagger":
-            history[method] = _imitate(
-                cfg, method, student, datasets[method], teacher_actor, make, spec, checker=checker, checks=checks
-            )
-        else:  # the same budget as DAgger's, failure-aimed iterations included; the teacher drives them
-            history[method] = _imitate(
-                cfg, method, student, datasets[method], teacher_actor, make, spec, iterations=len(history["dagger"])
-            )
-        students[method] = student.cpu()  # evaluated and exported on the CPU, as the robot runs it
+    # One Ray instance for both methods' collectors (each method starts its collectors afresh).
+    session = ray_session(cfg.ray_address, cfg.collectors, "DAgger collectors") if cfg.collectors else nullcontext()
+    with session:
+        for method in methods:
+            torch.manual_seed(cfg.seed)
+            student = build_student(cfg, spec).to(device)
+            datasets[method] = Dataset(cfg.run_dir / "data" / method, spec, cfg.capacity)
+            if method == "dagger":
+                history[method] = _imitate(
+                    cfg, method, student, datasets[method], new_collector, spec, checker=checker, checks=checks
+                )
+            else:  # the same budget as DAgger's, failure-aimed iterations included; the teacher drives them
+                history[method] = _imitate(
+                    cfg, method, student, datasets[method], new_collector, spec, iterations=len(history["dagger"])
+                )
+            students[method] = student.cpu()  # evaluated and exported on the CPU, as the robot runs it
 
     log.info("evaluating the students on the %d held-out seeds", len(seeds))
     video = cfg.run_dir / "student.mp4" if cfg.video else None
@@ -195,8 +215,7 @@ def _imitate(
     method: str,
     student: Student,
     dataset: Dataset,
-    teacher: Actor,
-    make: Any,
+    new_collector: Callable[[], DaggerCollector],
     spec: PolicySpec,
     iterations: int | None = None,
     checker: FailureChecker | None = None,
@@ -209,8 +228,7 @@ def _imitate(
         method: ``dagger`` (the mixture of teacher and student drives) or ``bc`` (the teacher drives).
         student: the student, on the device it trains on.
         dataset: the method's aggregated dataset.
-        teacher: the teacher's actor (the labels).
-        make: builds the environment the collector drives.
+        new_collector: builds the collector (environment, student copy, teacher labels) for these iterations.
         spec: the student's spec.
         iterations: how many (default ``cfg.iterations``; behaviour cloning matches DAgger's count).
         checker: DAgger only: after the fixed iterations, it checks a CPU copy of the student; while
@@ -221,11 +239,8 @@ def _imitate(
     device = next(student.parameters()).device  # where it trains; the collector acts with a CPU copy
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
-    bounds = (np.asarray(spec.action.low), np.asarray(spec.action.high))
     lines = []
-    collector = LocalDaggerCollector(
-        make(), build_student(cfg, spec), teacher, spec.observation_names, bounds, cfg.seed
-    )
+    collector = new_collector()
     # Collection steps of all iterations; the bar's rate is steps/s while collecting and labelling.
     planned = cfg.iterations if iterations is None else iterations
     total = planned * cfg.steps_per_iteration
@@ -248,7 +263,7 @@ def _imitate(
                 bar.total += cfg.steps_per_iteration
             aimed = i >= cfg.iterations  # a failure-aimed iteration: the student drives every step
             beta = 0.0 if aimed and method == "dagger" else cfg.beta(i) if method == "dagger" else 1.0
-            first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * 10_000
+            first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * ITERATION_SEEDS
             began = time.perf_counter()
             got = collector.collect(
                 student_weights(student), beta, cfg.steps_per_iteration, first_seed, progress=lambda: bar.update(1),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -36,6 +37,34 @@ def import_ray() -> ModuleType:
     except ImportError as exc:
         raise RuntimeError(f"--collectors runs collectors on Ray, which is not installed: {RAY_INSTALL_HINT}") from exc
     return ray
+
+
+def _start_ray(ray: ModuleType, address: str | None, count: int, what: str) -> None:
+    where = address or f"a local Ray instance with {os.cpu_count()} CPUs"
+    log.info("starting %d %s on %s", count, what, where)
+    ray.init(
+        address=address,
+        num_cpus=None if address else os.cpu_count(),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
+
+
+@contextmanager
+def ray_session(address: str | None, count: int, what: str = "collectors") -> Iterator[None]:
+    """Ray running for the block, for pools made one after another.
+
+    Started here and stopped after, unless it already runs in this process.
+    """
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        _start_ray(ray, address, count, what)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 class ActorPool:
@@ -63,14 +92,7 @@ class ActorPool:
         self.ray, self.what = ray, what
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
-            where = address or f"a local Ray instance with {os.cpu_count()} CPUs"
-            log.info("starting %d %s on %s", count, what, where)
-            ray.init(
-                address=address,
-                num_cpus=None if address else os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-            )
+            _start_ray(ray, address, count, what)
         self.restarts = 0
         remote_class = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(actor_class)
         self._payload = ray.put(payload)  # kept for the run: a restarted actor is set up from it again
