@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.curve_records import RECORDS
-from bench.learning_curves import METHODS, curves
+from bench.learning_curves import METHODS, learning_curves
 from train.stats import across_seeds_iqm
 
 TASKS = ("dmc_cartpole_swingup", "dmc_reacher_easy", "dmc_cheetah_run", "dmc_walker_walk", "dmc_finger_spin",
@@ -176,13 +176,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     theirs = {task: anchor_curves(task, args.anchors) for task in args.tasks}  # before hours of training
-    ours = {}
-    for task in args.tasks:
-        evals = curves(
-            args.out, task, args.max_frames // ACTION_REPEAT, args.method, args.seeds,
-            args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes, args.records,
-        )  # fmt: skip
-        ours[task] = our_curves(evals)
+    found = learning_curves(
+        args.out, [(task, args.max_frames // ACTION_REPEAT) for task in args.tasks], [args.method], args.seeds,
+        args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes, args.records,
+    )  # fmt: skip
+    ours = {task: our_curves(found[(task, args.method)]) for task in args.tasks}
     print(table(rows(ours, theirs, args.frames)))
     print(f"plot: {plot(ours, theirs, args.out / 'dmc_vs_drqv2.png')}")
 

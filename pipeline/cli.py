@@ -28,6 +28,7 @@ from train.config import TrainConfig
 from train.presets import DEFAULT_PRESET, OBS_MODES, PRESETS, ObsMode
 from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 from train.score_text import failure_text, returns_text
+from train.sweep_config import SweepCommand
 
 TRAIN_EXTRA_MODULES = frozenset(
     {
@@ -42,6 +43,7 @@ TRAIN_EXTRA_MODULES = frozenset(
         "onnx",
         "scipy",
         "rliable",
+        "matplotlib",
     }
 )
 """Top-level modules of the ``train`` extra: train, distill, export, demo and the simulated robot need them."""
@@ -151,6 +153,7 @@ Command = (
     Annotated[TrainConfig, tyro.conf.subcommand("train")]
     | Annotated[EncodersCommand, tyro.conf.subcommand("encoders")]
     | Annotated[PresetsCommand, tyro.conf.subcommand("presets")]
+    | Annotated[SweepCommand, tyro.conf.subcommand("sweep")]
     | Annotated[DistillConfig, tyro.conf.subcommand("distill")]
     | Annotated[ExportConfig, tyro.conf.subcommand("export")]
     | Annotated[EvaluateCommand, tyro.conf.subcommand("evaluate")]
@@ -238,6 +241,16 @@ def _check_preset(cmd: PresetsCommand) -> None:
     if result.problems:
         raise UsageError("; ".join(result.problems))
     print("ok: observations match the spec, no NaN, the camera sees the robot move")
+
+
+def run_sweep_command(cmd: SweepCommand) -> None:
+    """Train the sweep's trials on Ray Tune (or only report them) and print the table and where the plots are."""
+    from train.curves import markdown
+    from train.sweep import TABLE_NAME, base_config, run_sweep
+
+    table = run_sweep(cmd)
+    print(markdown(table, base_config(cmd).eval_episodes))
+    print(f"table: {cmd.out / TABLE_NAME}; plots: {cmd.out}/<preset>.png and <preset>-<setting>.png")
 
 
 def run_train(cfg: TrainConfig) -> None:
@@ -401,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runners: dict[type, Callable[[Any], None]] = {
         TrainConfig: run_train,
+        SweepCommand: run_sweep_command,
         EncodersCommand: run_encoders,
         PresetsCommand: run_presets,
         DistillConfig: run_distill,

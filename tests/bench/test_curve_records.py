@@ -64,19 +64,27 @@ def test_a_damaged_record_is_an_error_that_names_it(tmp_path):
 
 
 def _training(monkeypatch) -> list[TrainConfig]:
-    """Replace the trainer by one that writes a finished run of the asked steps; returns the configs it got."""
+    """Replace the sweep by one that writes a finished run of the asked steps per config; returns the configs."""
     trained: list[TrainConfig] = []
 
-    def fake_run(cfg: TrainConfig) -> None:
-        trained.append(cfg)
-        evals = [[s, float(s), 0.0] for s in range(cfg.eval_every, cfg.target_steps + 1, cfg.eval_every)]
-        if not cfg.resume:
-            _fake_run(cfg.run_dir, cfg.target_steps, evals, finished=True)
-        (cfg.run_dir / "summary.json").write_text(json.dumps({"steps": cfg.target_steps, "evals": evals}))
-        (cfg.run_dir / "config.json").write_text(json.dumps({"steps": cfg.target_steps}))
+    def fake_train_all(configs: list[TrainConfig], cpus_per_trial: float) -> None:
+        for cfg in configs:
+            trained.append(cfg)
+            evals = [[s, float(s), 0.0] for s in range(cfg.eval_every, cfg.target_steps + 1, cfg.eval_every)]
+            if not cfg.resume:
+                _fake_run(cfg.run_dir, cfg.target_steps, evals, finished=True)
+            (cfg.run_dir / "summary.json").write_text(json.dumps({"steps": cfg.target_steps, "evals": evals}))
+            (cfg.run_dir / "config.json").write_text(json.dumps({"steps": cfg.target_steps}))
 
-    monkeypatch.setattr(learning_curves, "run", fake_run)
+    monkeypatch.setattr(learning_curves, "train_all", fake_train_all)
     return trained
+
+
+def _curves(out: Path, steps: int, seeds: list[int], train: bool, records: Path) -> list[list[list[float]]]:
+    found = learning_curves.learning_curves(
+        out, [("reacher", steps)], ["state"], seeds, 1000, train, 1, records=records
+    )
+    return found[("reacher", "state")]
 
 
 def test_a_kept_curve_that_covers_the_budget_is_reused_without_training(tmp_path, monkeypatch):
@@ -85,11 +93,10 @@ def test_a_kept_curve_that_covers_the_budget_is_reused_without_training(tmp_path
     _fake_run(tmp_path / "old" / "reacher-state-s0", 2000, EVALS, finished=True)
     save_record(tmp_path / "old" / "reacher-state-s0", records)
     out = tmp_path / "runs"
-    got = learning_curves.curves(out, "reacher", 2000, "state", [0], 1000, True, 1, records=records)
-    assert got == [EVALS] and trained == []
+    assert _curves(out, 2000, [0], True, records) == [EVALS] and trained == []
     # The same curve answers a smaller budget; a larger one trains the run again, from the start.
-    assert learning_curves.curves(out, "reacher", 1000, "state", [0], 1000, True, 1, records=records) == [EVALS]
-    got = learning_curves.curves(out, "reacher", 3000, "state", [0], 1000, True, 1, records=records)
+    assert _curves(out, 1000, [0], True, records) == [EVALS]
+    got = _curves(out, 3000, [0], True, records)
     assert len(trained) == 1 and not trained[0].resume and trained[0].target_steps == 3000
     assert got[0][-1][0] == 3000
     refreshed = load_record(records, "reacher-state-s0")
@@ -101,9 +108,9 @@ def test_an_unfinished_kept_curve_is_trained_again_and_every_trained_run_is_kept
     records = tmp_path / "curves"
     _fake_run(tmp_path / "old" / "reacher-state-s0", 4000, EVALS, finished=False)
     save_record(tmp_path / "old" / "reacher-state-s0", records)
-    out = tmp_path / "runs"
-    learning_curves.curves(out, "reacher", 4000, "state", [0, 1], 1000, True, 1, records=records)
+    _curves(tmp_path / "runs", 4000, [0, 1], True, records)
     assert [c.seed for c in trained] == [0, 1]
+    assert all(c.representation == "state" and c.run_dir.name == f"reacher-state-s{c.seed}" for c in trained)
     for seed in (0, 1):
         record = load_record(records, f"reacher-state-s{seed}")
         assert record is not None and record["finished"] and record["steps"] == 4000
@@ -114,6 +121,6 @@ def test_report_only_reads_kept_curves_when_the_run_directories_are_gone(tmp_pat
     records = tmp_path / "curves"
     _fake_run(tmp_path / "old" / "reacher-state-s0", 4000, EVALS, finished=False)
     save_record(tmp_path / "old" / "reacher-state-s0", records)
-    got = learning_curves.curves(tmp_path / "runs", "reacher", 4000, "state", [0, 1], 1000, False, 1, records=records)
+    got = _curves(tmp_path / "runs", 4000, [0, 1], False, records)
     assert got == [EVALS] and trained == []  # seed 1 has neither a run nor a record
     assert not (tmp_path / "runs").exists()

@@ -32,4 +32,4 @@ def test_report_only_tabulates_iqm_and_its_interval_over_seeds(tmp_path, monkeyp
     assert mean == pytest.approx(750.0)  # (100 + 900 + 1000 + 1000) / 4
     assert iqm == pytest.approx(950.0)  # rliable trims a quarter each side: the middle two, 900 and 1000
     assert low <= iqm <= high <= 1000.0
-    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    assert (tmp_path / "learning_curves_inverted_pendulum.png").stat().st_size > 0
