@@ -76,7 +76,7 @@ def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
         "steps_per_s": summary.get("steps_per_s") if summary else None,
         "learning_steps_per_s": summary.get("learning_steps_per_s") if summary else None,
         "machine": describe(),
-        "commit": _commit(),
+        "saved_at_commit": _commit(),  # the code that trained the run is at or before it
         "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     records.mkdir(parents=True, exist_ok=True)
