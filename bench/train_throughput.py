@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.rows import print_row_result, run_row
 
 WARMUP = 1000
 ROWS = {
@@ -169,18 +169,14 @@ def main() -> None:
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # one row, in this process
     args = parser.parse_args()
     if args.row:
-        print(json.dumps({"rate": _row(args.row, args.preset, args.steps, args.peer_steps)}))
+        print_row_result(_row(args.row, args.preset, args.steps, args.peer_steps))
         return
     from bench.machine import describe
 
     results: dict[str, float] = {}
     for name in args.rows:
-        cmd = [sys.executable, "-m", "bench.train_throughput", "--row", name, "--preset", args.preset,
-               "--steps", str(args.steps), "--peer-steps", str(args.peer_steps)]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"row {name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])["rate"]
+        row_args = ["--preset", args.preset, "--steps", str(args.steps), "--peer-steps", str(args.peer_steps)]
+        results[name] = run_row("bench.train_throughput", name, row_args)
         print(f"{ROWS[name]}: {results[name]:,.2f} env steps/s", flush=True)
     print(f"\nmachine: {describe()}")
     print(f"preset {args.preset}, {args.steps} learning steps after {WARMUP} random (SB3 pixels: {args.peer_steps}), "
