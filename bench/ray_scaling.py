@@ -4,8 +4,8 @@ Side by side in one run, each row in a fresh process (a local Ray instance with 
 where the row uses Ray):
 1. training, frozen pixels (the default trainer), env steps/s while learning (``learning_steps_per_s``,
    after ``--warmup`` random steps): in-process (``--threads`` torch threads), then with 1 and with 2
-   remote collectors (``--collectors``: each collector a process with one thread, the learner one
-   thread in the driver; the machine's cores are the same for every row);
+   remote collectors (``--collectors``: each collector a process with one thread, the learner
+   ``--learner-threads`` in the driver; the machine's cores are the same for every row);
 2. collection alone (random actions, no learner), env steps/s: the in-process collector, then 1 and
    2 remote collectors driven in rounds, as training drives them;
 3. a sweep of ``--trials`` state-SAC runs on Ray Tune (one CPU each, as many at once as the cores
@@ -118,7 +118,7 @@ def _row(name: str, args: argparse.Namespace) -> float:
     if name == "train-local":
         return _train(_config(args))
     if name.startswith("train-remote-"):
-        return _train(_config(args, collectors=int(name[-1]), threads=1))
+        return _train(_config(args, collectors=int(name[-1]), threads=args.learner_threads))
     if name == "collect-local":
         return _collect(args, 0)
     if name.startswith("collect-remote-"):
@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="steps measured per row (after --warmup random ones)")
     parser.add_argument("--warmup", type=int, default=500, help="random steps before learning")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of in-process training")
+    parser.add_argument(
+        "--learner-threads", type=int, default=1, help="torch threads of the learner beside remote collectors"
+    )
     parser.add_argument("--trials", type=int, default=2, help="trials of the sweep rows")
     parser.add_argument("--sweep-steps", type=int, default=3000, help="learning steps of each sweep trial (state)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="which rows to run")
@@ -143,7 +146,8 @@ def main() -> None:
     from bench.machine import describe
 
     forwarded = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads",
-                 str(args.threads), "--trials", str(args.trials), "--sweep-steps", str(args.sweep_steps)]  # fmt: skip
+                 str(args.threads), "--learner-threads", str(args.learner_threads), "--trials", str(args.trials),
+                 "--sweep-steps", str(args.sweep_steps)]  # fmt: skip
     results: dict[str, float] = {}
     for name in args.rows:
         results[name] = run_row("bench.ray_scaling", name, forwarded)
