@@ -263,6 +263,19 @@ class PolicyServer:
         return Message(request.type, request.request_id, request.client_time_s, fields=fields)
 
     def _run_batch(self, sock: zmq.Socket[Any], acts: list[_Act]) -> None:
+        """Answer every act read in this cycle exactly once: an action, or an error saying why not."""
+        answered: set[int] = set()  # ids of the acts replied to
+        try:
+            self._infer_and_reply(sock, acts, answered)
+        except Exception as exc:  # a bug must neither end the serving thread nor leave a request unanswered
+            if (left_out := self._handler_failures()) is not None:
+                log.exception("could not serve a batch; replied policy_error (%d such failures not logged)", left_out)
+            for act in acts:
+                if id(act) not in answered:
+                    message = f"the server could not serve this request ({type(exc).__name__}); see docs/protocol.md"
+                    self._fail(sock, act, Code.POLICY_ERROR, message)
+
+    def _infer_and_reply(self, sock: zmq.Socket[Any], acts: list[_Act], answered: set[int]) -> None:
         self._take_new_backend()
         start = time.monotonic()
         # A request whose budget would end before an inference as long as the last one finished is
@@ -274,10 +287,11 @@ class PolicyServer:
             cutoff = start
         live = [a for a in acts if a.expires_s >= cutoff]
         for act in acts:
-            if act.expires_s < cutoff:
+            if not act.expires_s >= cutoff:  # the complement of ``live``, whatever the number
                 self._fail(
                     sock, act, Code.DEADLINE_EXPIRED, "the request's deadline would pass before its inference finished"
                 )
+                answered.add(id(act))
         if not live:
             return
         names = self._spec.observation_names
@@ -293,6 +307,7 @@ class PolicyServer:
                 self._logged_backend_error = True
             for act in live:
                 self._fail(sock, act, Code.POLICY_ERROR, f"inference failed: {type(exc).__name__}: {exc}")
+                answered.add(id(act))
             return
         done = time.monotonic()
         self._last_infer_s = done - start
@@ -305,6 +320,7 @@ class PolicyServer:
                 sock, act.route, protocol.ACT, request.request_id, request.client_time_s,
                 {"spec_hash": self._spec_hash}, act.received_s, {"action": action}, timing,
             )  # fmt: skip
+            answered.add(id(act))
             self.stats.latency.add(time.monotonic() - act.received_s)
 
     def _checked_actions(self, actions: Any, batch: int) -> np.ndarray:

@@ -247,6 +247,9 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     def fail(code: str, text: str) -> ProtocolError:
         return ProtocolError(code, text, echo_id, echo_t)
 
+    if not all(isinstance(k, str) for k in header):  # read, so the error can carry the id and t it has
+        raise fail(Code.MALFORMED, "header must be a msgpack map with string keys")
+
     if len(frames) > MAX_ARRAYS + 1:  # checked before a view of each frame is made
         raise fail(Code.TOO_LARGE, f"message has {len(frames) - 1} array frames; at most {MAX_ARRAYS} are allowed")
     views = [head, *(memoryview(f) for f in frames[1:])]
@@ -296,10 +299,10 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
 
 def _unpack(view: memoryview) -> dict[str, Any]:
     try:
-        header = msgpack.unpackb(view, raw=False, strict_map_key=True, use_list=True)
+        header = msgpack.unpackb(view, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on hostile input; all mean the same
         raise ProtocolError(Code.MALFORMED, f"header is not valid msgpack ({type(exc).__name__})") from None
-    if not isinstance(header, dict) or not all(isinstance(k, str) for k in header):
+    if not isinstance(header, dict):
         raise ProtocolError(Code.MALFORMED, "header must be a msgpack map with string keys")
     return header
 

@@ -10,7 +10,8 @@ estimates one-way delay), so the excess over it is the time spent queued. Any co
 between the clocks cancels out; a slow drift is followed because the base is the minimum over the
 last one or two windows only; a jump of the clocks by more than :data:`MAX_QUEUE_S` resets the
 base instead of making every request look late; and a client whose timestamps do not increase (one
-that sends a constant, or no clock at all) is never thought queued.
+that sends a constant, or no clock at all) is never thought queued, nor is a request whose timestamp
+is not finite (it leaves the client's estimate as it was).
 
 The state is soft: a restarted server, or a client it has not heard from in a while, starts with a
 delay of zero, which is what a server without this estimate assumes.
@@ -18,6 +19,7 @@ delay of zero, which is what a server without this estimate assumes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 WINDOW_S = 10.0
@@ -43,6 +45,8 @@ class QueueDelay:
 
         Both are wall-clock seconds. Returns the estimated queueing delay in seconds, >= 0.
         """
+        if not math.isfinite(sent_s):  # not a clock reading (infinite, or NaN): nothing to estimate from
+            return 0.0
         apparent = read_s - sent_s
         state = self._bases.get(client)
         if state is None or not sent_s > state[3]:  # new, or its timestamps are not a running clock
