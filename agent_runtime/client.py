@@ -31,6 +31,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.endpoints import EndpointError, check_endpoint, endpoint_error
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Message, ProtocolError
 from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
@@ -98,8 +99,6 @@ class ClientConfig:
     checks again with another hello."""
 
     def __post_init__(self) -> None:
-        if "://" not in self.endpoint:
-            raise ValueError(f"endpoint {self.endpoint!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555")
         if not self.connect_timeout_s > 0:
             raise ValueError(f"connect_timeout_s is {self.connect_timeout_s}; it must be positive")
         if (self.server_public_key is None) != (self.curve_secret_key is None):
@@ -163,7 +162,14 @@ class PolicyClient:
             sock.curve_publickey = public
             sock.curve_secretkey = secret
             sock.curve_serverkey = load_public_key(config.server_public_key)
-        sock.connect(config.endpoint)
+        try:
+            check_endpoint(config.endpoint)
+            sock.connect(config.endpoint)
+        except (zmq.ZMQError, EndpointError) as exc:
+            sock.close(linger=0)
+            raise (
+                exc if isinstance(exc, EndpointError) else endpoint_error(config.endpoint, exc, binding=False)
+            ) from None
         self._pollers: dict[int, zmq.Poller] = {e: zmq.Poller() for e in (zmq.POLLIN, zmq.POLLOUT)}  # reused: cheaper
         for event, poller in self._pollers.items():
             poller.register(sock, event)

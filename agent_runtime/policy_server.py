@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.endpoints import check_endpoint, endpoint_error
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Code, Message, ProtocolError
 from agent_runtime.queue_delay import QueueDelay
@@ -160,7 +161,11 @@ class PolicyServer:
                 sock.curve_server = True
                 sock.curve_publickey = public
                 sock.curve_secretkey = secret
-            sock.bind(self.config.endpoint)
+            check_endpoint(self.config.endpoint)
+            try:
+                sock.bind(self.config.endpoint)
+            except zmq.ZMQError as exc:
+                raise endpoint_error(self.config.endpoint, exc, binding=True) from None
         except BaseException:
             sock.close(linger=0)
             raise

@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from agent_runtime import protocol
+from agent_runtime.endpoints import EndpointError
 from agent_runtime.protocol import Code, Message
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
 from agent_runtime.spec import SpecMismatchError
@@ -423,14 +424,18 @@ def test_server_config_validation_names_the_field():
         ServerConfig(max_batch=0)
     with pytest.raises(ValueError, match="authorized_keys needs curve_secret_key"):
         ServerConfig(authorized_keys=Path("keys"))
-    with pytest.raises(ValueError, match="not a ZeroMQ endpoint"):
-        ServerConfig(endpoint="127.0.0.1:5555")
+    # The endpoint is checked where it is bound: one error line at start-up (tests/pipeline/test_startup_errors.py).
+    with (
+        pytest.raises(EndpointError, match=r"endpoint '127\.0\.0\.1:5555' does not parse"),
+        running_server(FakePolicy(state_spec()), endpoint="127.0.0.1:5555"),
+    ):
+        pass
 
 
 def test_a_second_server_on_a_taken_endpoint_fails_at_start(peer_factory):
     with (
         running_server(FakePolicy(state_spec())) as server,
-        pytest.raises(zmq.ZMQError),
+        pytest.raises(EndpointError, match="the address is in use"),
         running_server(FakePolicy(state_spec()), endpoint=server.endpoint),
     ):
         pass
