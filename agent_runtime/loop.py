@@ -7,7 +7,10 @@ counting the miss. Anything but a finite action of the spec's shape, on time, is
 reply, a spec mismatch, NaN from a local policy, or any exception the action source raises. Every
 applied action is clipped to the spec's bounds. If the loop falls a whole period behind (a slow
 ``observe`` or ``apply``), it skips to the current tick of the grid and counts the skipped ticks as
-overruns, rather than running late ticks back to back. Misses are logged at most once per 10 s per
+overruns, rather than running late ticks back to back. When ``apply`` says the robot's episode ended,
+the loop resets the robot, times the reset (``LoopStats.reset_time``), and starts the grid again after
+it, so a reset never eats the next tick's budget; the new episode starts from the robot's safe action
+(zero by default), never with the last episode's held action. Misses are logged at most once per 10 s per
 kind, so a server that is down or serves another spec does not flood the log at the control rate.
 """
 
@@ -24,7 +27,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from agent_runtime.client import ClientError
-from agent_runtime.robot import Robot
+from agent_runtime.robot import Robot, SafeActionRobot
 from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
 from agent_runtime.stats import LatencyWindow, LogThrottle, format_counts
 
@@ -104,7 +107,12 @@ class LoopStats:
     miss_reasons: Counter[str] = field(default_factory=Counter)
     overruns: int = 0
     """Ticks skipped because the loop fell a whole period behind."""
+    resets: int = 0
+    """Resets after an episode ended (the one before the first tick not counted)."""
+    reset_time: LatencyWindow = field(default_factory=LatencyWindow)
+    """How long each reset took (the first one included); outside the control grid."""
     elapsed_s: float = 0.0
+    """Time on the control grid: from the first tick to the end of the last period, resets left out."""
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     jitter: LatencyWindow = field(default_factory=LatencyWindow)
 
@@ -122,6 +130,8 @@ class LoopStats:
             "misses": self.misses,
             "miss_reasons": dict(self.miss_reasons),
             "overruns": self.overruns,
+            "resets": self.resets,
+            "reset_time": self.reset_time.summary_ms(),
             "latency": self.latency.summary_ms(),
             "jitter": self.jitter.summary_ms(),
         }
@@ -132,7 +142,8 @@ class LoopStats:
         return (
             f"{self.steps} steps at {self.achieved_hz:.1f} Hz; "
             f"misses {self.misses} ({format_counts(self.miss_reasons)}), "
-            f"overruns {self.overruns}; latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; "
+            f"overruns {self.overruns}, resets {self.resets}; "
+            f"latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; "
             f"jitter p50 {jit['p50_ms']:.3f} ms, p99 {jit['p99_ms']:.3f} ms, max {jit['max_ms']:.3f} ms"
         )
 
@@ -178,12 +189,17 @@ def run_loop(
     spec = robot.spec
     period, budget, dim = config.period_s, config.deadline_s, spec.action.dim
     zero = spec.action.clip(np.zeros(dim, dtype=np.float32)).astype(np.float32)
-    last_policy_action = zero
+    safe = zero
+    if isinstance(robot, SafeActionRobot):
+        safe = spec.action.clip(_checked_action(robot.safe_action(), dim)).astype(np.float32)
+    last_policy_action = safe
     stats = LoopStats()
     log_miss = _MissLog(config.fallback, clock)
     limit = math.inf if config.duration_ticks is None else config.duration_ticks
+    began = clock()
     robot.reset()
     start = clock()
+    stats.reset_time.add(start - began)
     tick_index = 0
     while (
         tick_index < limit
@@ -221,9 +237,18 @@ def run_loop(
             last_policy_action = spec.action.clip(action).astype(np.float32)
             applied = last_policy_action
             stats.hits += 1
-        robot.apply(applied)
+        ended = robot.apply(applied)
         stats.steps += 1
         tick_index += 1
+        if ended is True:
+            # A new episode: no action of the last one carries over, and the reset's time is its own.
+            began = clock()
+            robot.reset()
+            now = clock()
+            stats.resets += 1
+            stats.reset_time.add(now - began)
+            last_policy_action = safe
+            start += max(0.0, now - (start + tick_index * period))  # the next tick is due now at the latest
     # The last tick's period ends at the next tick of the grid: a perfect loop's rate is exactly rate_hz.
     stats.elapsed_s = max(clock(), start + tick_index * period) - start
     return stats

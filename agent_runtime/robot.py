@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -13,7 +13,8 @@ class Robot(Protocol):
     """A robot the control loop drives at a fixed rate.
 
     ``observe`` and ``apply`` are called once per control period each, so both must return well
-    within it. The loop clips every action to ``spec.action``'s bounds before ``apply``.
+    within it. The loop clips every action to ``spec.action``'s bounds before ``apply``. ``reset`` may
+    take longer: the loop measures it and starts the next tick after it.
     """
 
     @property
@@ -22,13 +23,33 @@ class Robot(Protocol):
         ...
 
     def reset(self) -> None:
-        """Bring the robot to its start state (called once before the loop starts)."""
+        """Bring the robot to its start state: before the first tick, and after every episode ``apply`` ended."""
         ...
 
     def observe(self) -> dict[str, np.ndarray]:
         """The current observation: entry name to array, one sample, exactly as ``spec`` states."""
         ...
 
-    def apply(self, action: np.ndarray) -> None:
-        """Apply one action, float32 (A,), already within the spec's bounds."""
+    def apply(self, action: np.ndarray) -> bool | None:
+        """Apply one action, float32 (A,), already within the spec's bounds.
+
+        Return ``True`` when this action ended the robot's episode (a task done, a fall, a time limit):
+        the loop then calls :meth:`reset` before its next tick, times the reset apart from the control
+        period, and starts the new episode without any action of the old one (see
+        :class:`SafeActionRobot`). ``False`` or ``None``: the episode goes on (a robot that never
+        returns ``True`` runs one endless episode).
+        """
+        ...
+
+
+@runtime_checkable
+class SafeActionRobot(Protocol):
+    """A robot that names its own safe action; otherwise the loop's is zero, clipped to the bounds.
+
+    The loop applies it when a new episode starts without a policy action yet (a missed tick right
+    after a reset): a fallback never carries the last episode's action across a reset.
+    """
+
+    def safe_action(self) -> np.ndarray:
+        """The safe action, float32 (A,), within the spec's bounds."""
         ...

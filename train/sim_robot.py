@@ -18,7 +18,11 @@ from train.presets import get_preset
 
 
 class SimRobot:
-    """A preset's environment as a robot; episodes restart by themselves and their seeds and returns are kept.
+    """A preset's environment as a robot; its episodes' seeds and returns are kept.
+
+    ``apply`` returns ``True`` when the episode ended (terminated or truncated), and the control loop
+    then calls ``reset``. A caller that applies again without resetting starts the next episode
+    there (the reset happens first).
 
     Episode ``i`` (counting from 0, across every reset) resets the environment with ``seed + i``, so
     any episode can be replayed alone: ``agent-runtime evaluate --seeds S`` runs the same episode
@@ -38,6 +42,7 @@ class SimRobot:
         self._next_seed = seed
         self._seed = seed  # the running episode's
         self._obs: dict[str, np.ndarray] | None = None
+        self._ended = False
         self._return = 0.0
         self.episode_returns: list[float] = []
         """Sum of environment rewards of every finished episode, in order."""
@@ -56,6 +61,7 @@ class SimRobot:
         self._seed = self._next_seed
         self._next_seed += 1
         self._obs, _ = self._env.reset(seed=self._seed)
+        self._ended = False
         self._return = 0.0
 
     def observe(self) -> dict[str, np.ndarray]:
@@ -64,17 +70,20 @@ class SimRobot:
             raise RuntimeError("observe() before reset(): reset the robot first")
         return self._obs
 
-    def apply(self, action: np.ndarray) -> None:
-        """Step the simulation with ``action`` (float32 (A,)); a finished episode is recorded and reset."""
+    def apply(self, action: np.ndarray) -> bool:
+        """Step the simulation with ``action`` (float32 (A,)); ``True`` when that ended the episode (recorded)."""
         if self._obs is None:
             raise RuntimeError("apply() before reset(): reset the robot first")
+        if self._ended:
+            self.reset()
         self._obs, reward, terminated, truncated, _ = self._env.step(action)
         self._return += float(reward)
         self.steps += 1
         if terminated or truncated:
             self.episode_returns.append(self._return)
             self.episode_seeds.append(self._seed)
-            self.reset()
+            self._ended = True
+        return self._ended
 
     def close(self) -> None:
         """Close the environment and its renderer."""
