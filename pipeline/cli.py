@@ -113,6 +113,9 @@ class RobotCommand:
     """Observation mode: pixels (camera frames + proprio) or state."""
     connect: str = "tcp://127.0.0.1:5555"
     """Endpoint of the policy server."""
+    model: Path | None = None
+    """Local control: run this exported policy (.onnx) in this process instead of asking a server, with the
+    same spec check, clipping, deadlines and fallback (--connect and the CURVE keys are then not used)."""
     rate_hz: float | None = None
     """Control rate in Hz; default: the rate the policy was trained at (one over the spec's control period)."""
     deadline_ms: float | None = None
@@ -341,6 +344,9 @@ def run_robot(cmd: RobotCommand) -> None:
         server_public_key=cmd.server_public_key,
         curve_secret_key=cmd.curve_secret_key,
     )
+    if cmd.model is not None:
+        _run_robot_locally(cmd, cmd.model)
+        return
     with SimRobot(cmd.preset, cmd.mode, cmd.seed) as robot, PolicyClient(client_config, robot.spec) as client:
         try:
             spec = client.connect()
@@ -361,16 +367,41 @@ def run_robot(cmd: RobotCommand) -> None:
         )
         stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns, seeds = robot.episode_returns, robot.episode_seeds
-    listed = ", ".join(f"{r:.1f} (seed {s})" for r, s in zip(returns, seeds, strict=True))
-    print(f"episode returns: {listed or 'none finished'}")
-    if returns:
-        episodes = f"{len(returns)} episode" + ("s" if len(returns) > 1 else "")
-        print(f"mean return {sum(returns) / len(returns):.1f} over {episodes}")
+    _print_episodes(returns, seeds)
     print(f"loop: {stats.line()}")
     print(
         f"client: {client.stats.requests} requests, {client.stats.stale_replies} late replies dropped, "
         f"errors {dict(client.stats.errors) or 'none'}"
     )
+
+
+def _run_robot_locally(cmd: RobotCommand, model: Path) -> None:
+    """``robot --model``: the policy in this process, the same loop."""
+    from agent_runtime.local_policy import LocalPolicy
+    from agent_runtime.loop import LoopConfig, control_rate, run_loop
+    from train.preset_file import check_same_task
+    from train.sim_robot import SimRobot
+
+    with SimRobot(cmd.preset, cmd.mode, cmd.seed) as robot:
+        policy = LocalPolicy(model, robot.spec)
+        served = policy.spec.provenance
+        check_same_task(robot.preset, served.task_preset_sha256, served.task_preset, f"the policy {model}")
+        rate = control_rate(policy.spec, cmd.rate_hz)
+        loop_config = LoopConfig(
+            rate_hz=rate, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
+        )
+        stats = run_loop(robot, policy, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
+        _print_episodes(robot.episode_returns, robot.episode_seeds)
+    print(f"loop: {stats.line()}")
+    print(f"policy: {model}, in this process (local control)")
+
+
+def _print_episodes(returns: list[float], seeds: list[int]) -> None:
+    listed = ", ".join(f"{r:.1f} (seed {s})" for r, s in zip(returns, seeds, strict=True))
+    print(f"episode returns: {listed or 'none finished'}")
+    if returns:
+        episodes = f"{len(returns)} episode" + ("s" if len(returns) > 1 else "")
+        print(f"mean return {sum(returns) / len(returns):.1f} over {episodes}")
 
 
 def run_keys(cmd: KeysCommand) -> None:

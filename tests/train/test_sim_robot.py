@@ -101,3 +101,20 @@ def test_robot_command_says_when_no_server_answers(capsys):
 def test_robot_command_refuses_zero_episodes(capsys):
     with pytest.raises(ValueError, match="episodes is 0; it must be at least 1"):
         RobotCommand(episodes=0)
+
+
+def test_robot_command_runs_a_policy_locally_without_a_server(tmp_path, capsys):
+    model = build_onnx_policy(build_spec(PRESET, "state"), tmp_path / "policy.onnx")
+    argv = ["robot", "--preset", PRESET, "--mode", "state", "--episodes", "2", "--model", str(model)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"episode returns: [\d.]+ \(seed 0\), [\d.]+ \(seed 1\)", out), out
+    assert re.search(r"loop: \d+ steps at [\d.]+ Hz; misses 0 \(none\), overruns \d+, resets 2;", out), out
+    assert f"policy: {model}, in this process (local control)" in out
+
+
+def test_a_local_policy_for_another_task_is_refused_by_field(tmp_path, capsys):
+    model = build_onnx_policy(build_spec("reacher", "state"), tmp_path / "reacher.onnx")
+    assert main(["robot", "--preset", PRESET, "--mode", "state", "--model", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "observations.state.shape" in err
