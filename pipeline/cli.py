@@ -122,6 +122,8 @@ class RobotCommand:
     """Time after each tick by which the action must arrive (default 80% of the period)."""
     fallback: Fallback = "hold"
     """Action applied on a missed deadline: hold the last policy action, or zero."""
+    realtime_priority: int | None = None
+    """Run the control loop under Linux's SCHED_FIFO at this priority (1-99; needs root or CAP_SYS_NICE)."""
     episodes: int = 3
     """Stop after this many finished episodes."""
     seconds: float | None = None
@@ -364,6 +366,7 @@ def run_robot(cmd: RobotCommand) -> None:
             deadline_ms=cmd.deadline_ms,
             fallback=cmd.fallback,
             duration_s=cmd.seconds,
+            realtime_priority=cmd.realtime_priority,
         )
         stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns, seeds = robot.episode_returns, robot.episode_seeds
@@ -388,7 +391,11 @@ def _run_robot_locally(cmd: RobotCommand, model: Path) -> None:
         check_same_task(robot.preset, served.task_preset_sha256, served.task_preset, f"the policy {model}")
         rate = control_rate(policy.spec, cmd.rate_hz)
         loop_config = LoopConfig(
-            rate_hz=rate, deadline_ms=cmd.deadline_ms, fallback=cmd.fallback, duration_s=cmd.seconds
+            rate_hz=rate,
+            deadline_ms=cmd.deadline_ms,
+            fallback=cmd.fallback,
+            duration_s=cmd.seconds,
+            realtime_priority=cmd.realtime_priority,
         )
         stats = run_loop(robot, policy, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         _print_episodes(robot.episode_returns, robot.episode_seeds)
@@ -468,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+    except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError, PermissionError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -325,3 +325,35 @@ def test_the_control_rate_is_the_policy_s_own_unless_given_and_a_different_one_i
     assert [r.getMessage() for r in caplog.records] == [
         "running at 50 Hz, but the policy was trained at 100 Hz (control period 0.01 s)"
     ]
+
+
+def test_a_realtime_loop_gets_sched_fifo_and_gives_it_back(monkeypatch):
+    import os
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: os.SCHED_OTHER)
+    monkeypatch.setattr(os, "sched_getparam", lambda pid: os.sched_param(0))
+    monkeypatch.setattr(
+        os, "sched_setscheduler", lambda pid, policy, param: calls.append((policy, param.sched_priority))
+    )
+    clock = FakeClock()
+    config = LoopConfig(rate_hz=100, steps=3, realtime_priority=40)
+    stats = run_loop(
+        FakeRobot(clock), ScriptedPolicy(clock, lambda step: 0.001), config, clock=clock, sleep=clock.sleep
+    )
+    assert stats.steps == 3 and calls == [(os.SCHED_FIFO, 40), (os.SCHED_OTHER, 0)]
+
+
+def test_a_realtime_loop_without_the_capability_says_what_to_do(monkeypatch):
+    import os
+
+    def refuse(pid: int, policy: int, param: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    clock = FakeClock()
+    config = LoopConfig(rate_hz=100, steps=3, realtime_priority=40)
+    with pytest.raises(PermissionError, match="realtime_priority needs CAP_SYS_NICE"):
+        run_loop(FakeRobot(clock), ScriptedPolicy(clock, lambda step: 0.001), config, clock=clock, sleep=clock.sleep)
+    with pytest.raises(ValueError, match="SCHED_FIFO priorities are 1 to 99"):
+        LoopConfig(realtime_priority=0)
