@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500, help="random steps before learning")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of in-process training")
     parser.add_argument(
-        "--learner-threads", type=int, default=1, help="torch threads of the learner beside remote collectors"
+        "--learner-threads", type=int, default=2, help="torch threads of the learner beside remote collectors"
     )
     parser.add_argument("--trials", type=int, default=2, help="trials of the sweep rows")
     parser.add_argument("--sweep-steps", type=int, default=3000, help="learning steps of each sweep trial (state)")

@@ -29,7 +29,7 @@ from distill.collector import ITERATION_SEEDS, LocalDaggerCollector, StudentWeig
 from distill.config import DistillConfig
 from distill.dagger import Collection
 from distill.student_checkpoint import build_student
-from train.ray_actors import ActorPool
+from train.ray_actors import ActorPool, UsesActorPool
 
 MakeEnv = Callable[[], gym.Env[dict[str, np.ndarray], np.ndarray]]
 
@@ -81,7 +81,7 @@ class DaggerActor:
         self._tmp.cleanup()
 
 
-class RayDaggerCollectors:
+class RayDaggerCollectors(UsesActorPool):
     """``cfg.collectors`` DAgger collectors on Ray, behind the :class:`~distill.collector.DaggerCollector` interface.
 
     Args:
@@ -107,16 +107,6 @@ class RayDaggerCollectors:
             DaggerActor, lambda i: (*args, i), cfg.collectors, teacher_onnx.read_bytes(), cfg.ray_address,
             what="DAgger collectors",
         )  # fmt: skip
-
-    @property
-    def restarts(self) -> int:
-        """Actor restarts so far."""
-        return self._pool.restarts
-
-    @property
-    def pids(self) -> list[int]:
-        """The actors' process ids."""
-        return self._pool.pids
 
     def collect(
         self,

@@ -166,3 +166,19 @@ class ActorPool:
         finally:
             if self.owns_ray:
                 ray.shutdown()
+
+
+class UsesActorPool:
+    """What every user of an :class:`ActorPool` reports about it (its pool is ``self._pool``)."""
+
+    _pool: ActorPool
+
+    @property
+    def restarts(self) -> int:
+        """Actor restarts so far."""
+        return self._pool.restarts
+
+    @property
+    def pids(self) -> list[int]:
+        """The actors' process ids."""
+        return self._pool.pids

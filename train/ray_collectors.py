@@ -37,7 +37,7 @@ from train.acting import PolicyWeights
 from train.collector import EpisodeStarts, LocalCollector, Transitions
 from train.config import TrainConfig
 from train.encoding import encode_function
-from train.ray_actors import ActorPool
+from train.ray_actors import ActorPool, UsesActorPool
 from train.teacher import build_encoder
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class CollectorActor:
         self._tmp.cleanup()
 
 
-class RayCollectors:
+class RayCollectors(UsesActorPool):
     """``cfg.collectors`` collectors on Ray actors, behind the :class:`~train.collector.Collector` interface.
 
     Ray is started here (a local instance with this machine's CPUs, or the cluster at
@@ -141,16 +141,6 @@ class RayCollectors:
         self._times = [{"env": 0.0, "encode": 0.0} for _ in range(cfg.collectors)]
         self._retired = {"env": 0.0, "encode": 0.0}  # the time of actors that died
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-collectors")
-
-    @property
-    def restarts(self) -> int:
-        """Collector restarts so far in this process."""
-        return self._pool.restarts
-
-    @property
-    def pids(self) -> list[int]:
-        """The collectors' process ids."""
-        return self._pool.pids
 
     @property
     def time_s(self) -> dict[str, float]:
