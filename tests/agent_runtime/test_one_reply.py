@@ -125,3 +125,15 @@ def test_an_infinite_t_after_a_finite_one_is_answered(peer_factory):
             peer.send(list(frames))
             reply = peer.receive()
             assert (reply.type, reply.request_id) == ("act", request_id), reply.fields
+
+
+def test_an_empty_first_frame_is_a_delimiter_and_an_empty_message_is_malformed(peer_factory):
+    with running_server(FakePolicy(state_spec())) as server:
+        peer = peer_factory(server.endpoint)
+        peer.send([b"", *protocol.encode(protocol.Message("ping", 9, 1.0))])
+        frames = peer.receive_raw(WAIT_S)
+        assert frames is not None and frames[0] == b""  # the delimiter comes back
+        assert protocol.decode(frames[1:], 1 << 20).request_id == 9
+        peer.send([b""])
+        reply = peer.receive()
+        assert (reply.type, reply.request_id, reply.fields["code"]) == ("error", None, "malformed")
