@@ -116,15 +116,19 @@ class ActorPool:
             self.close()
             raise RuntimeError(f"one of the {self.what} failed to start on Ray: {exc}") from exc
 
-    def gather(self, calls: Sequence[Any], redo: Callable[[int], Any]) -> list[Any]:
+    def gather(self, calls: Sequence[Any | None], redo: Callable[[int], Any]) -> list[Any]:
         """The results of one call per actor (object references, in actor order).
 
         Where actor ``i`` died, it is restarted and set up again, then ``redo(i)`` gives its result
-        (typically the same call made again); an exception raised by the actor's own code is not a
-        fault to ride out and ends the run with a message naming the actor.
+        (typically the same call made again); where ``calls[i]`` is ``None``, ``redo(i)`` gives it
+        directly. An exception raised by the actor's own code is not a fault to ride out and ends
+        the run with a message naming the actor.
         """
         ray, results = self.ray, []
         for i, call in enumerate(calls):
+            if call is None:  # the caller has this actor's part made afresh
+                results.append(redo(i))
+                continue
             try:
                 results.append(ray.get(call))
             except ray.exceptions.RayActorError:

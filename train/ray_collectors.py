@@ -140,6 +140,7 @@ class RayCollectors(UsesActorPool):
         self._sent = [0] * cfg.collectors  # the version each actor acts with
         self._times = [{"env": 0.0, "encode": 0.0} for _ in range(cfg.collectors)]
         self._retired = {"env": 0.0, "encode": 0.0}  # the time of actors that died
+        self._unstarted: set[int] = set()  # actors restarted outside a round: their next part starts afresh
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-collectors")
 
     @property
@@ -155,12 +156,17 @@ class RayCollectors(UsesActorPool):
 
     def collect(self, steps: int, random_actions: bool) -> Transitions:
         """One round: ``steps`` steps of every actor's environments, joined lane by lane."""
-        calls = []
+        calls: list[Any] = []
         for i, actor in enumerate(self._pool.actors):
+            if i in self._unstarted:
+                calls.append(None)  # restarted since the last round: its part starts with fresh episodes
+                continue
             fresh = self._weights if self._sent[i] != self._version else None
             calls.append(actor.collect.remote(steps, random_actions, fresh))
             self._sent[i] = self._version
-        return self._join(self._pool.gather(calls, lambda i: self._fresh(i, (steps, random_actions))))
+        parts = self._pool.gather(calls, lambda i: self._fresh(i, (steps, random_actions)))
+        self._unstarted.clear()
+        return self._join(parts)
 
     def collect_later(self, steps: int, random_actions: bool, then: Callable[[Transitions], Result]) -> Future[Result]:
         """:meth:`collect` started now, then ``then(transitions)``, on a thread of this object's."""
@@ -173,18 +179,30 @@ class RayCollectors(UsesActorPool):
 
     def reseed(self, seed: int) -> None:
         """Restart every actor's random streams from ``seed`` (each apart by its index)."""
-        self._ray.get([actor.reseed.remote(seed) for actor in self._pool.actors])
+        self._each("reseed", [(seed,)] * len(self._pool.actors))
 
     def state(self) -> dict[str, Any]:
         """Every actor's random state, for checkpoints."""
-        return {"remote": self._ray.get([actor.state.remote() for actor in self._pool.actors])}
+        return {"remote": self._each("state", [()] * len(self._pool.actors))}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` saved (from a run with as many collectors)."""
         saved, actors = state.get("remote"), self._pool.actors
         if not isinstance(saved, list) or len(saved) != len(actors):
             raise ValueError(f"the saved collector state is not that of {len(actors)} remote collectors")
-        self._ray.get([actor.load_state.remote(s) for actor, s in zip(actors, saved, strict=True)])
+        self._each("load_state", [(s,) for s in saved])
+
+    def _each(self, method: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        """``method(*args[i])`` on every actor; one that died is restarted, asked again, and starts afresh."""
+        actors = self._pool.actors
+
+        def again(i: int) -> Any:
+            self._unstarted.add(i)
+            self._retired = {k: self._retired[k] + self._times[i][k] for k in self._retired}
+            self._times[i] = {"env": 0.0, "encode": 0.0}
+            return self._ray.get(getattr(actors[i], method).remote(*args[i]))
+
+        return self._pool.gather([getattr(a, method).remote(*args[i]) for i, a in enumerate(actors)], again)
 
     def close(self) -> None:
         """Stop the actors (and Ray, when this object started it)."""

@@ -149,3 +149,21 @@ def test_training_in_process_never_imports_ray(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_collector_killed_between_rounds_is_replaced_at_the_next_call_and_starts_afresh(ray_local, tmp_path):
+    cfg = _cfg(tmp_path)
+    spec = build_spec(get_preset(cfg.preset), "state")
+    remote = RayCollectors(cfg, spec, None, seed=3)
+    try:
+        remote.start(seed=0)
+        remote.collect(4, random_actions=True)
+        os.kill(remote.pids[1], signal.SIGKILL)
+        saved = remote.state()  # a checkpoint's call: the dead actor is restarted and answers
+        assert remote.restarts == 1 and len(saved["remote"]) == 2
+        steps = remote.collect(4, random_actions=True)
+    finally:
+        remote.close()
+    # Lane 1's collector lost its episode: it starts a fresh one before this round's steps.
+    assert steps.starts[0].after == -1 and list(steps.starts[0].lanes) == [1]
+    assert steps.reward.shape == (4, 2)
