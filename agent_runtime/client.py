@@ -31,7 +31,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
-from agent_runtime.endpoints import EndpointError, check_endpoint, endpoint_error
+from agent_runtime.endpoints import EndpointError, check_endpoint, endpoint_error, wants_ipv6
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Message, ProtocolError
 from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
@@ -164,6 +164,8 @@ class PolicyClient:
             sock.curve_serverkey = load_public_key(config.server_public_key)
         try:
             check_endpoint(config.endpoint)
+            if wants_ipv6(config.endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
             sock.connect(config.endpoint)
         except (zmq.ZMQError, EndpointError) as exc:
             sock.close(linger=0)

@@ -23,9 +23,14 @@ def check_endpoint(endpoint: str) -> None:
         host, colon, port = address.rpartition(":")
         if not colon or not host:
             raise EndpointError(f"endpoint {endpoint!r} has no port; use {FORMS}")
-        # libzmq takes any number here and wraps it; a port is 1 to 65535, or * for any free one.
-        if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
-            raise EndpointError(f"endpoint {endpoint!r}: the port must be 1 to 65535, or * for any free one")
+        # libzmq takes any number here and wraps it; a port is 0 to 65535 (0 or * binds any free one).
+        if port != "*" and not (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) < 65536):
+            raise EndpointError(f"endpoint {endpoint!r}: the port must be 0 to 65535, or * for any free one")
+
+
+def wants_ipv6(endpoint: str) -> bool:
+    """Whether ``endpoint`` names an IPv6 address (``tcp://[::1]:5555``): its socket needs ``zmq.IPV6``."""
+    return endpoint.startswith("tcp://") and "[" in endpoint
 
 
 def endpoint_error(endpoint: str, exc: zmq.ZMQError, binding: bool) -> EndpointError:

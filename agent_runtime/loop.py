@@ -8,9 +8,10 @@ reply, a spec mismatch, NaN from a local policy, or any exception the action sou
 applied action is clipped to the spec's bounds. If the loop falls a whole period behind (a slow
 ``observe`` or ``apply``), it skips to the current tick of the grid and counts the skipped ticks as
 overruns, rather than running late ticks back to back. When ``apply`` says the robot's episode ended,
-the loop resets the robot, times the reset (``LoopStats.reset_time``), and starts the grid again after
-it, so a reset never eats the next tick's budget; the new episode starts from the robot's safe action
-(zero by default), never with the last episode's held action. Misses are logged at most once per 10 s per
+before the next tick the loop resets the robot, times the reset (``LoopStats.reset_time``) and moves
+the grid on by that time, so a reset never eats the next tick's budget; with the ``hold`` fallback the
+new episode starts from the robot's safe action (zero by default), never from the last episode's
+held action. Misses are logged at most once per 10 s per
 kind, so a server that is down or serves another spec does not flood the log at the control rate.
 """
 
@@ -63,7 +64,8 @@ class LoopConfig:
     steps: int | None = None
     """Stop after this many ticks (default: no limit)."""
     duration_s: float | None = None
-    """Stop after this many seconds (default: no limit)."""
+    """Stop after this many seconds on the tick grid (default: no limit); resets between episodes
+    move the grid on by their own time, so they are not counted in it."""
     realtime_priority: int | None = None
     """Run the loop's thread under Linux's SCHED_FIFO at this priority (1-99) for the loop's duration, so
     the kernel preempts other work for it when a tick is due. Needs CAP_SYS_NICE (root, or a granted
@@ -116,7 +118,8 @@ class LoopStats:
     overruns: int = 0
     """Ticks skipped because the loop fell a whole period behind."""
     resets: int = 0
-    """Resets after an episode ended (the one before the first tick not counted)."""
+    """Resets after an episode ended, before the next tick (the one before the first tick not counted,
+    nor an episode that ends on the loop's last tick: the loop stops without resetting it)."""
     reset_time: LatencyWindow = field(default_factory=LatencyWindow)
     """How long each reset took (the first one included); outside the control grid."""
     elapsed_s: float = 0.0
@@ -243,11 +246,22 @@ def _run(
     start = clock()
     stats.reset_time.add(start - began)
     tick_index = 0
+    ended = False
     while (
         tick_index < limit
         and not (config.steps is not None and stats.steps >= config.steps)
         and not (stop is not None and stop())
     ):
+        if ended:
+            # A new episode (reset here, after the stop checks: a finished run is not reset once more).
+            # No action of the last episode carries over, and the grid moves by the reset's own time.
+            began = clock()
+            robot.reset()
+            took = clock() - began
+            stats.resets += 1
+            stats.reset_time.add(took)
+            last_policy_action = safe
+            start += took
         tick = start + tick_index * period
         now = clock()
         if now < tick:
@@ -279,18 +293,9 @@ def _run(
             last_policy_action = spec.action.clip(action).astype(np.float32)
             applied = last_policy_action
             stats.hits += 1
-        ended = robot.apply(applied)
+        ended = bool(robot.apply(applied))  # a numpy bool too
         stats.steps += 1
         tick_index += 1
-        if ended is True:
-            # A new episode: no action of the last one carries over, and the reset's time is its own.
-            began = clock()
-            robot.reset()
-            now = clock()
-            stats.resets += 1
-            stats.reset_time.add(now - began)
-            last_policy_action = safe
-            start += max(0.0, now - (start + tick_index * period))  # the next tick is due now at the latest
     # The last tick's period ends at the next tick of the grid: a perfect loop's rate is exactly rate_hz.
     stats.elapsed_s = max(clock(), start + tick_index * period) - start
     return stats

@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from agent_runtime import protocol
-from agent_runtime.endpoints import check_endpoint, endpoint_error
+from agent_runtime.endpoints import check_endpoint, endpoint_error, wants_ipv6
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.protocol import Code, Message, ProtocolError
 from agent_runtime.queue_delay import QueueDelay
@@ -162,6 +162,8 @@ class PolicyServer:
                 sock.curve_publickey = public
                 sock.curve_secretkey = secret
             check_endpoint(self.config.endpoint)
+            if wants_ipv6(self.config.endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
             try:
                 sock.bind(self.config.endpoint)
             except zmq.ZMQError as exc:
@@ -275,10 +277,13 @@ class PolicyServer:
         except Exception as exc:  # a bug must neither end the serving thread nor leave a request unanswered
             if (left_out := self._handler_failures()) is not None:
                 log.exception("could not serve a batch; replied policy_error (%d such failures not logged)", left_out)
+            message = f"the server could not serve this request ({type(exc).__name__}); see docs/protocol.md"
             for act in acts:
                 if id(act) not in answered:
-                    message = f"the server could not serve this request ({type(exc).__name__}); see docs/protocol.md"
-                    self._fail(sock, act, Code.POLICY_ERROR, message)
+                    try:
+                        self._fail(sock, act, Code.POLICY_ERROR, message)
+                    except Exception:  # sending itself fails: nothing more can reach this client now
+                        log.exception("could not send an error reply")
 
     def _infer_and_reply(self, sock: zmq.Socket[Any], acts: list[_Act], answered: set[int]) -> None:
         self._take_new_backend()

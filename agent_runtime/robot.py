@@ -33,10 +33,11 @@ class Robot(Protocol):
     def apply(self, action: np.ndarray) -> bool | None:
         """Apply one action, float32 (A,), already within the spec's bounds.
 
-        Return ``True`` when this action ended the robot's episode (a task done, a fall, a time limit):
-        the loop then calls :meth:`reset` before its next tick, times the reset apart from the control
-        period, and starts the new episode without any action of the old one (see
-        :class:`SafeActionRobot`). ``False`` or ``None``: the episode goes on (a robot that never
+        Return ``True`` (any true value, a numpy bool included) when this action ended the robot's
+        episode (a task done, a fall, a time limit): the loop then calls :meth:`reset` before its
+        next tick (not after its last one), times the reset apart from the control period, and
+        starts the new episode without any action of the old one (see :class:`SafeActionRobot`).
+        ``False`` or ``None``: the episode goes on (a robot that never
         returns ``True`` runs one endless episode).
         """
         ...
@@ -46,8 +47,9 @@ class Robot(Protocol):
 class SafeActionRobot(Protocol):
     """A robot that names its own safe action; otherwise the loop's is zero, clipped to the bounds.
 
-    The loop applies it when a new episode starts without a policy action yet (a missed tick right
-    after a reset): a fallback never carries the last episode's action across a reset.
+    With the ``hold`` fallback, the loop applies it on a missed tick of a new episode before the
+    policy's first action in it: a fallback never carries the last episode's action across a reset.
+    The ``zero`` fallback applies zero, clipped to the bounds, whatever the robot defines.
     """
 
     def safe_action(self) -> np.ndarray:

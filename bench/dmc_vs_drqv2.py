@@ -124,7 +124,7 @@ def table(result: list[Row]) -> str:
 
 
 def plot(ours: dict[str, list[Curve]], theirs: dict[str, dict[int, Curve]], png: Path) -> Path:
-    """A panel per task: our per-seed curves and their mean; DrQ-v2's mean with its min..max band."""
+    """A panel per task: each of our seeds' curves; DrQ-v2's mean with its min..max band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,6 +154,7 @@ def plot(ours: dict[str, list[Curve]], theirs: dict[str, dict[int, Curve]], png:
     figure.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=100)
+    plt.close(figure)
     return png
 
 

@@ -70,13 +70,16 @@ def run_config(
         video=False,
         checkpoint_every=eval_every,
         threads=threads,
+        device="cpu",  # the trials reserve CPUs only; none may take a GPU unreserved
     )
     return trial_config(Trial(task, Setting(method, METHODS[method]), seed), base, out)
 
 
-def _covers(record: dict[str, Any], steps: int) -> bool:
-    """Whether a kept curve is of a run that finished at ``steps`` or more."""
-    return bool(record["finished"]) and int(record["steps"]) >= steps
+def _covers(record: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a kept curve is of a run that finished at ``cfg``'s steps or more, evaluated as ``cfg`` asks."""
+    saved = record["config"]
+    same_evaluations = (saved.get("eval_every"), saved.get("eval_episodes")) == (cfg.eval_every, cfg.eval_episodes)
+    return bool(record["finished"]) and int(record["steps"]) >= cfg.target_steps and same_evaluations
 
 
 def learning_curves(
@@ -104,7 +107,7 @@ def learning_curves(
             for seed in seeds:
                 cfg = run_config(out, task, steps, method, seed, eval_every, threads, eval_episodes)
                 record = load_record(records, cfg.run_dir.name) if records is not None else None
-                if not train or (not cfg.run_dir.exists() and record is not None and _covers(record, steps)):
+                if not train or (not cfg.run_dir.exists() and record is not None and _covers(record, cfg)):
                     curve = curve_of(cfg.run_dir) if cfg.run_dir.exists() else None
                     if curve is None and record is not None:
                         log.info("%s: the curve kept in %s (%d steps)", cfg.run_dir.name, records, record["steps"])
@@ -113,11 +116,14 @@ def learning_curves(
                         kept[(task, method, seed)] = curve
                     continue
                 todo.append(((task, method, seed), cfg))
-    train_all([cfg for _, cfg in todo], cpus_per_trial=float(threads))
-    for key, cfg in todo:
-        if records is not None:
-            save_record(cfg.run_dir, records)
-        kept[key] = json.loads((cfg.run_dir / SUMMARY_NAME).read_text())["evals"]
+    try:
+        train_all([cfg for _, cfg in todo], cpus_per_trial=float(threads))
+    finally:  # the runs that finished keep their curves, even when another trial failed
+        for key, cfg in todo:
+            if (cfg.run_dir / SUMMARY_NAME).is_file():
+                if records is not None:
+                    save_record(cfg.run_dir, records)
+                kept[key] = json.loads((cfg.run_dir / SUMMARY_NAME).read_text())["evals"]
     return {(t, m): [kept[(t, m, s)] for s in seeds if (t, m, s) in kept] for t, _ in tasks for m in methods}
 
 

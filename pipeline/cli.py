@@ -340,15 +340,15 @@ def run_robot(cmd: RobotCommand) -> None:
     from train.preset_file import check_same_task
     from train.sim_robot import SimRobot
 
+    if cmd.model is not None:
+        _run_robot_locally(cmd, cmd.model)
+        return
     client_config = ClientConfig(
         endpoint=cmd.connect,
         connect_timeout_s=cmd.connect_timeout_s,
         server_public_key=cmd.server_public_key,
         curve_secret_key=cmd.curve_secret_key,
     )
-    if cmd.model is not None:
-        _run_robot_locally(cmd, cmd.model)
-        return
     with SimRobot(cmd.preset, cmd.mode, cmd.seed) as robot, PolicyClient(client_config, robot.spec) as client:
         try:
             spec = client.connect()
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError, PermissionError) as exc:
+    except (UsageError, ValueError, KeyError, RuntimeError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 1

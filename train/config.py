@@ -132,7 +132,7 @@ class TrainConfig:
     CPU it bought nothing, as the update keeps both cores busy (BENCHMARKS.md)."""
     collectors: int = 0
     """Collectors on Ray actors: 0 (the default) collects in this process and never imports Ray; N runs N
-    collectors, each with its own num_envs environments, renderer and frozen encoder, on a local Ray
+    collectors, each with its own num_envs environments (and as many CPUs), renderer and frozen encoder, on a local Ray
     instance with this machine's CPUs or on the cluster at --ray-address. They collect the next round of
     steps while the learner updates on the last one (see max_policy_lag); a collector that dies is
     restarted by Ray and the run goes on without its unfinished episodes. Needs the ray extra."""

@@ -63,27 +63,37 @@ def parse_grid(items: typing.Sequence[str]) -> tuple[tuple[Override, ...], list[
 
 
 def apply_overrides(config: Config, overrides: typing.Iterable[Override]) -> Config:
-    """``config`` with every override applied, in order (each checked by the config's own validation)."""
-    for path, text in overrides:
-        config = _apply(config, path, path, text)
-    return config
+    """``config`` with every override applied at once, whatever order they were given in.
+
+    Each dataclass level is replaced in one step, so its validation sees all of its new values together.
+    """
+    return _apply(config, [(path, path, text) for path, text in overrides])
 
 
-def _apply(config: Any, path: str, full: str, text: str) -> Any:
-    head, _, rest = path.partition(".")
+def _apply(config: Any, items: list[tuple[str, str, str]]) -> Any:
+    """Apply ``(path below this level, full path, text)`` items to ``config``, one ``replace`` for this level."""
+    if not items:
+        return config
     names = [f.name for f in dataclasses.fields(config)]
-    if head not in names:
-        raise ValueError(f"{full}: {type(config).__name__} has no field {head!r}; its fields: {', '.join(names)}")
-    current = getattr(config, head)
-    if rest:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"{full}: {head} is a single setting, not a group of them")
-        return dataclasses.replace(config, **{head: _apply(current, rest, full, text)})
-    if dataclasses.is_dataclass(current):
-        fields = ", ".join(f"{full}.{f.name}" for f in dataclasses.fields(current))
-        raise ValueError(f"{full} is a group of settings; set its fields: {fields}")
-    hint = typing.get_type_hints(type(config))[head]
-    return dataclasses.replace(config, **{head: coerce(text, hint, full)})
+    hints = typing.get_type_hints(type(config))
+    leaves: dict[str, Any] = {}
+    nested: dict[str, list[tuple[str, str, str]]] = {}
+    for path, full, text in items:
+        head, _, rest = path.partition(".")
+        if head not in names:
+            raise ValueError(f"{full}: {type(config).__name__} has no field {head!r}; its fields: {', '.join(names)}")
+        current = getattr(config, head)
+        if rest:
+            if not dataclasses.is_dataclass(current):
+                raise ValueError(f"{full}: {head} is a single setting, not a group of them")
+            nested.setdefault(head, []).append((rest, full, text))
+        elif dataclasses.is_dataclass(current):
+            fields = ", ".join(f"{full}.{f.name}" for f in dataclasses.fields(current))
+            raise ValueError(f"{full} is a group of settings; set its fields: {fields}")
+        else:
+            leaves[head] = coerce(text, hints[head], full)
+    changes = {**leaves, **{head: _apply(getattr(config, head), sub) for head, sub in nested.items()}}
+    return dataclasses.replace(config, **changes)
 
 
 def coerce(text: str, hint: Any, name: str) -> Any:

@@ -2,7 +2,7 @@
 
 Ray is imported only when a pool is built. The pool starts Ray (a local instance with this machine's
 CPUs, or the cluster at an address) unless it already runs in this process, places ``count`` actors
-of one class (one CPU each, restarted by Ray up to :data:`MAX_RESTARTS` times), and sets each up with
+of one class (the CPUs each asks for, restarted by Ray up to :data:`MAX_RESTARTS` times), and sets each up with
 one call whose argument may be large (an object-store reference kept for the run, so that a restarted
 actor is set up again from it). :meth:`ActorPool.gather` runs one call per actor and returns their
 results in order; where an actor died, it waits for Ray's restart, sets the actor up again and asks
@@ -77,6 +77,8 @@ class ActorPool:
         payload: what ``setup`` gets (put in the object store once).
         address: the Ray cluster to join; ``None`` starts a local instance.
         what: what the actors are, for messages (``collectors``).
+        cpus: CPUs Ray reserves for each actor (an actor stepping several environment processes
+            takes one for each).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class ActorPool:
         payload: Any,
         address: str | None,
         what: str = "collectors",
+        cpus: int = 1,
     ) -> None:
         ray = import_ray()
         self.ray, self.what = ray, what
@@ -94,7 +97,8 @@ class ActorPool:
         if self.owns_ray:
             _start_ray(ray, address, count, what)
         self.restarts = 0
-        remote_class = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(actor_class)
+        self.cpus = cpus
+        remote_class = ray.remote(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0)(actor_class)
         self._payload = ray.put(payload)  # kept for the run: a restarted actor is set up from it again
         self.actors = [remote_class.remote(*args_of(i)) for i in range(count)]
         self.pids = self._start()
@@ -108,7 +112,8 @@ class ActorPool:
             self.close()
             raise RuntimeError(
                 f"only {len(ready)} of {len(setups)} {self.what} started within {PLACEMENT_TIMEOUT_S:.0f} s; each "
-                f"takes one CPU and the Ray cluster has {cpus:g}: use fewer --collectors or a larger cluster"
+                f"takes {self.cpus} CPU(s) and the Ray cluster has {cpus:g}: use fewer --collectors (or --num-envs) "
+                "or a larger cluster"
             )
         try:
             return [int(pid) for pid in ray.get(setups)]
@@ -132,11 +137,22 @@ class ActorPool:
             try:
                 results.append(ray.get(call))
             except ray.exceptions.RayActorError:
-                self.revive(i)
-                results.append(redo(i))
+                results.append(self._redo_after_revive(i, redo))
             except ray.exceptions.RayTaskError as exc:
                 raise RuntimeError(f"{self.what} {i} failed: {exc}") from exc
         return results
+
+    def _redo_after_revive(self, index: int, redo: Callable[[int], Any]) -> Any:
+        """Revive actor ``index`` and redo its part; it may die again meanwhile, as often as Ray restarts it."""
+        ray = self.ray
+        while True:
+            self.revive(index)
+            try:
+                return redo(index)
+            except ray.exceptions.RayActorError:
+                continue  # died again: revive gives up once Ray stops restarting it
+            except ray.exceptions.RayTaskError as exc:
+                raise RuntimeError(f"{self.what} {index} failed: {exc}") from exc
 
     def revive(self, index: int) -> None:
         """Wait for Ray to restart actor ``index`` (after it died) and set it up again; counts the restart."""
@@ -156,6 +172,7 @@ class ActorPool:
                         f"{self.what} {index} died and did not come back (Ray restarts each at most "
                         f"{MAX_RESTARTS} times): {exc}"
                     ) from exc
+                time.sleep(0.1)  # restarting: ask again shortly
         self.pids[index] = int(ray.get(actor.setup.remote(self._payload)))
 
     def close(self, closing: str | None = "close") -> None:

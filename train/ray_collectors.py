@@ -1,7 +1,7 @@
 """Collectors on Ray actors: more simulators, on more cores or machines, feeding one learner.
 
 ``train --collectors N`` runs N :class:`~train.collector.LocalCollector` s, each in a Ray actor of its
-own (one CPU each) with its own environments, renderer and frozen encoder. They are driven in rounds:
+own (``num_envs`` CPUs each) with its own environments, renderer and frozen encoder. They are driven in rounds:
 every actor steps its environments ``cfg.round_steps`` times with the policy weights it was last sent
 and returns its :class:`~train.collector.Transitions`; the round's parts are joined lane by lane (actor
 ``i`` owns replay lanes ``i * num_envs`` to ``(i + 1) * num_envs - 1``, so episodes never mix). The
@@ -133,7 +133,10 @@ class RayCollectors(UsesActorPool):
         self._per_actor = cfg.num_envs
         self._seed = seed
         state = encoder.state_dict() if encoder is not None else None
-        self._pool = ActorPool(CollectorActor, lambda i: (cfg, spec, seed, i), cfg.collectors, state, cfg.ray_address)
+        args = (cfg, spec, seed)
+        self._pool = ActorPool(
+            CollectorActor, lambda i: (*args, i), cfg.collectors, state, cfg.ray_address, cpus=cfg.num_envs
+        )
         self._ray = self._pool.ray
         self._weights: Any = None  # the newest weights' object ref
         self._version = 0
@@ -151,6 +154,7 @@ class RayCollectors(UsesActorPool):
     def start(self, seed: int) -> Transitions:
         """Reset every lane: actor ``i``'s lane ``j`` with ``seed + i * num_envs + j``."""
         actors = self._pool.actors
+        self._unstarted.clear()  # every actor starts its episodes here
         calls = [actor.start.remote(seed + i * self._per_actor) for i, actor in enumerate(actors)]
         return self._join(self._pool.gather(calls, lambda i: self._fresh(i, None)))
 
@@ -207,9 +211,9 @@ class RayCollectors(UsesActorPool):
     def close(self) -> None:
         """Stop the actors (and Ray, when this object started it)."""
         try:
-            self._pool.close()
+            self._thread.shutdown(wait=True)  # a round in flight ends first: no actor is closed under it
         finally:
-            self._thread.shutdown(wait=True)
+            self._pool.close()
 
     def _fresh(self, index: int, collect: tuple[int, bool] | None) -> tuple[Transitions, dict[str, float]]:
         """Actor ``index``'s part again, after its restart: fresh random streams, fresh episodes.

@@ -76,8 +76,14 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     if target != saved.target_steps:
         change = "extending" if target > saved.target_steps else "shortening"
         log.warning("--resume: %s %s from %d to %d steps (--steps)", change, cfg.run_dir, saved.target_steps, target)
-    # The device is this machine's, not the saved one: a run trained on a GPU resumes on a CPU.
-    # So is the Ray cluster's address (a cluster started again moves) and the device.
+    # The device is this machine's, not the saved one: a run trained on a GPU resumes on a CPU. So is
+    # the Ray cluster's address (a cluster started again moves). The collectors are the saved ones:
+    # the replay has a lane for each of their environments.
+    if (cfg.collectors, cfg.max_policy_lag) != (saved.collectors, saved.max_policy_lag):
+        log.warning(
+            "--resume: %s keeps its %d collector(s) and max_policy_lag %d (its replay has a lane per environment)",
+            cfg.run_dir, saved.collectors, saved.max_policy_lag,
+        )  # fmt: skip
     resumed = dataclasses.replace(
         saved, steps=target, resume=True, run_dir=cfg.run_dir, device=cfg.device, ray_address=cfg.ray_address
     )
@@ -163,11 +169,16 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         collector = ahead_collector = ThreadCollector(lambda: LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed))
     else:
         collector = LocalCollector(cfg, spec, encoder, encode, seed=cfg.seed)
-    if payload is not None and "collector" in payload:
-        collector.load_state(payload["collector"])
-    elif payload is not None:  # saved before the collector had its own random state
-        collector.reseed(cfg.seed + state["step"])
-    evaluation_policy = ActingPolicy(cfg, spec, encoder)
+    try:
+        if payload is not None and "collector" in payload:
+            collector.load_state(payload["collector"])
+        elif payload is not None:  # saved before the collector had its own random state
+            collector.reseed(cfg.seed + state["step"])
+        evaluation_policy = ActingPolicy(cfg, spec, encoder)
+    except BaseException:  # the loop's own try has not begun: close what was started (processes, Ray)
+        collector.close()
+        writer.close()
+        raise
 
     def save() -> None:
         learner.replay.flush()
@@ -241,6 +252,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
                 ahead = None
             else:
                 due = min(cfg.target_steps, next_eval, next_checkpoint)
+                if state["step"] < cfg.learning_starts:  # a random round ends where learning starts
+                    due = min(due, cfg.learning_starts)
                 transitions = collector.collect(round_steps(due), random_actions=state["step"] < cfg.learning_starts)
                 learner.store(transitions)
             for episode_return in transitions.episode_returns:

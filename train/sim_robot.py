@@ -21,8 +21,8 @@ class SimRobot:
     """A preset's environment as a robot; its episodes' seeds and returns are kept.
 
     ``apply`` returns ``True`` when the episode ended (terminated or truncated), and the control loop
-    then calls ``reset``. A caller that applies again without resetting starts the next episode
-    there (the reset happens first).
+    then calls ``reset``. A caller that observes or applies again without resetting starts the next
+    episode there (the reset happens first).
 
     Episode ``i`` (counting from 0, across every reset) resets the environment with ``seed + i``, so
     any episode can be replayed alone: ``agent-runtime evaluate --seeds S`` runs the same episode
@@ -68,6 +68,9 @@ class SimRobot:
         """The observation after the last applied action (or the reset)."""
         if self._obs is None:
             raise RuntimeError("observe() before reset(): reset the robot first")
+        if self._ended:  # the episode ended and nobody reset: the next one starts here
+            self.reset()
+        assert self._obs is not None
         return self._obs
 
     def apply(self, action: np.ndarray) -> bool:

@@ -100,10 +100,14 @@ def base_config(cmd: SweepCommand) -> TrainConfig:
 
 def run_sweep(cmd: SweepCommand) -> list[CurveRow]:
     """Train every trial not finished yet on Ray Tune, then write and return the table; see the module docstring."""
-    if not cmd.report_only:
-        configs = [trial_config(t, base_config(cmd), cmd.out) for t in trials(cmd)]
+    if cmd.report_only:
+        return report(cmd)
+    configs = [trial_config(t, base_config(cmd), cmd.out) for t in trials(cmd)]
+    try:
         train_all(configs, cmd.cpus_per_trial, cmd.gpus_per_trial, cmd.ray_address)
-    return report(cmd)
+    finally:  # the table of what there is, also when a trial failed
+        table = report(cmd)
+    return table
 
 
 def train_all(

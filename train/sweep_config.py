@@ -69,6 +69,16 @@ class SweepCommand:
         for name in ("preset", "seed", "run_dir", "resume"):
             if any(item.split("=", 1)[0].strip() == name for item in self.set):
                 raise ValueError(f"--set {name}: the sweep sets {name} itself (--presets, --seeds, --out)")
+        if any(item.split("=", 1)[0].strip() in ("collectors", "ray_address") for item in self.set):
+            raise ValueError(
+                "--set collectors: a sweep's trials collect in their own process (Tune places each trial on the "
+                "CPUs it reserves); run remote collectors with `agent-runtime train --collectors` instead"
+            )
+        if len(set(self.presets)) != len(self.presets):
+            raise ValueError(f"presets {self.presets} repeat a preset")
+        labels = [s.label for s in self.settings()]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--set gives a value twice on one axis: the grid's settings {labels} repeat")
         for setting in self.settings():  # every grid point must make a valid training config
             apply_overrides(TrainConfig(), (*self.fixed(), *setting.overrides))
 

@@ -30,7 +30,8 @@ def model(tmp_path):
     [
         ("nonsense", "endpoint 'nonsense' does not parse; use tcp://HOST:PORT"),
         ("tcp://127.0.0.1", "endpoint 'tcp://127.0.0.1' has no port"),
-        ("tcp://127.0.0.1:99999", "the port must be 1 to 65535, or \\* for any free one"),
+        ("tcp://127.0.0.1:99999", "the port must be 0 to 65535, or \\* for any free one"),
+        ("tcp://127.0.0.1:\uff15\uff15", "the port must be 0 to 65535"),  # full-width digits are not a port
         ("foo://x", "cannot serve on foo://x: ZeroMQ has no such transport"),
         ("tcp://no-such-host.invalid:5555", "cannot serve on tcp://no-such-host.invalid:5555: not a usable address"),
         ("ipc:///no/such/dir/sock", "cannot serve on ipc:///no/such/dir/sock: the path's directory must exist"),

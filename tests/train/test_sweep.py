@@ -50,6 +50,12 @@ def test_a_bad_setting_names_the_field_and_what_it_takes(override, message):
         apply_overrides(TrainConfig(), [override])
 
 
+def test_settings_that_depend_on_each_other_apply_in_any_order():
+    for order in ([("collectors", "24"), ("max_policy_lag", "32")], [("max_policy_lag", "32"), ("collectors", "24")]):
+        cfg = apply_overrides(TrainConfig(), order)
+        assert (cfg.collectors, cfg.max_policy_lag) == (24, 32)
+
+
 def test_the_grid_is_the_product_of_the_axes_and_fixed_settings_apply_to_all():
     fixed, points = parse_grid(["steps=100", "sac.feature_shift=0,1", "n_step=1,3"])
     assert fixed == (("steps", "100"),)
@@ -76,6 +82,9 @@ def test_the_grid_is_the_product_of_the_axes_and_fixed_settings_apply_to_all():
         (dict(seeds=()), r"seeds is empty"),
         (dict(seeds=(1, 1)), r"repeat a seed"),
         (dict(cpus_per_trial=0.0), r"cpus_per_trial is 0.0"),
+        (dict(set=("collectors=2",)), r"--set collectors: a sweep's trials collect in their own process"),
+        (dict(presets=("reacher", "reacher")), r"repeat a preset"),
+        (dict(set=("sac.feature_shift=0,0",)), r"gives a value twice on one axis"),
     ],
 )
 def test_a_bad_sweep_is_refused_before_anything_runs(changes, message):
