@@ -33,3 +33,10 @@ def test_report_only_tabulates_iqm_and_its_interval_over_seeds(tmp_path, monkeyp
     assert iqm == pytest.approx(950.0)  # rliable trims a quarter each side: the middle two, 900 and 1000
     assert low <= iqm <= high <= 1000.0
     assert (tmp_path / "learning_curves_inverted_pendulum.png").stat().st_size > 0
+
+
+def test_every_method_is_a_valid_run_named_after_it(tmp_path):
+    for method in learning_curves.METHODS:
+        cfg = learning_curves.run_config(tmp_path, "dmc_cheetah_run", 1000, method, 2, 500, 1, 10)
+        assert cfg.run_dir.name == f"dmc_cheetah_run-{method}-s2" and cfg.seed == 2 and cfg.device == "cpu"
+        assert (cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes, cfg.video) == (500, 10, 10, False)
