@@ -475,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except BrokenPipeError:  # the reader went away: console_main ends quietly, as cat and grep do
+        raise
     except (UsageError, ValueError, KeyError, RuntimeError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
