@@ -328,11 +328,20 @@ def test_unexpected_array():
 
 def test_a_request_with_two_faults_gets_the_code_the_protocol_document_lists_first():
     doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
-    found = re.search(r"checks an act request in this order.*?:\s*`(\w+)`, then `(\w+)`", doc, re.DOTALL)
+    found = re.search(
+        r"checks an act request in this order.*?first\s*`(\w+)`.*?entry by entry, in the spec's order,\s*"
+        r"`(\w+)`, `(\w+)`, `(\w+)`, `(\w+)`",
+        doc,
+        re.DOTALL,
+    )
     assert found, "docs/protocol.md no longer states the order of the act checks"
-    assert set(found.groups()) == {Code.MISSING_ARRAY, Code.UNEXPECTED_ARRAY}
+    assert found.groups() == (
+        Code.UNEXPECTED_ARRAY, Code.MISSING_ARRAY, Code.BAD_DTYPE, Code.BAD_SHAPE, Code.NON_FINITE
+    )  # fmt: skip
     arrays = {"pixels": np.zeros((8, 8, 6), np.uint8), "depth": np.zeros(3, np.float32)}  # no proprio
-    assert observation_error(pixel_spec(), arrays).code == found.group(1) == Code.UNEXPECTED_ARRAY
+    assert observation_error(pixel_spec(), arrays).code == Code.UNEXPECTED_ARRAY
+    # The document's example: entry 0 of the wrong dtype and entry 1 missing is bad_dtype.
+    assert observation_error(pixel_spec(), {"pixels": np.zeros((8, 8, 6), np.float32)}).code == Code.BAD_DTYPE
 
 
 def test_wrong_dtype():
