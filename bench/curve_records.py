@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.run_files import SUMMARY_NAME
+from train.run_files import EVALS_NAME, SUMMARY_NAME
 
 RECORDS = Path(__file__).resolve().parent / "curves"
 """The committed records."""
-EVALS_NAME = "evals.json"
-"""A run's curve so far, which the trainer rewrites after every evaluation."""
 CONFIG_NAME = "config.json"
 _REQUIRED = ("run", "steps", "target_steps", "finished", "evals", "config")
 

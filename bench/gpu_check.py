@@ -31,7 +31,7 @@ from bench.machine import describe
 from bench.update_precision import _learner
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.run_files import CHECKPOINT_NAME
+from train.run_files import CHECKPOINT_NAME, EVALS_NAME
 
 BATCH = 256
 HEADS = {
@@ -79,9 +79,7 @@ def _scratch_baseline(out: Path, seconds: float, device: torch.device, threads: 
         summary = {}
     finally:
         timer.cancel()
-    evals = (
-        json.loads((cfg.run_dir / "evals.json").read_text())["evals"] if (cfg.run_dir / "evals.json").exists() else []
-    )
+    evals = json.loads((cfg.run_dir / EVALS_NAME).read_text())["evals"] if (cfg.run_dir / EVALS_NAME).exists() else []
     step = summary.get("steps") or load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["progress"]["step"]
     return {"finished": finished, "step": int(step), "seconds": round(time.perf_counter() - began, 1), "evals": evals,
             "run_dir": str(cfg.run_dir)}  # fmt: skip

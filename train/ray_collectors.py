@@ -202,8 +202,7 @@ class RayCollectors(UsesActorPool):
 
         def again(i: int) -> Any:
             self._unstarted.add(i)
-            self._retired = {k: self._retired[k] + self._times[i][k] for k in self._retired}
-            self._times[i] = {"env": 0.0, "encode": 0.0}
+            self._retire(i)
             return self._ray.get(getattr(actors[i], method).remote(*args[i]))
 
         return self._pool.gather([getattr(a, method).remote(*args[i]) for i, a in enumerate(actors)], again)
@@ -221,8 +220,7 @@ class RayCollectors(UsesActorPool):
         The restarted actor must not replay its first episodes, nor draw its first random numbers again.
         """
         ray, actor = self._ray, self._pool.actors[index]
-        self._retired = {k: self._retired[k] + self._times[index][k] for k in self._retired}
-        self._times[index] = {"env": 0.0, "encode": 0.0}
+        self._retire(index)
         streams = np.random.SeedSequence([self._seed, self.restarts, index]).generate_state(2)
         ray.get(actor.reseed.remote(int(streams[0])))
         start, times = ray.get(actor.start.remote(int(streams[1] % 2**31)))
@@ -233,6 +231,11 @@ class RayCollectors(UsesActorPool):
         self._sent[index] = self._version
         part, times = ray.get(actor.collect.remote(steps, random_actions, self._weights))
         return part._replace(starts=(*start.starts, *part.starts)), times
+
+    def _retire(self, index: int) -> None:
+        """Keep the time of actor ``index``'s life that ended (its restart starts counting from zero)."""
+        self._retired = {k: self._retired[k] + self._times[index][k] for k in self._retired}
+        self._times[index] = {"env": 0.0, "encode": 0.0}
 
     def _join(self, results: list[tuple[Transitions, dict[str, float]]]) -> Transitions:
         """The actors' parts as one round of all lanes; starts at the same step are merged."""

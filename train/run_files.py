@@ -13,6 +13,8 @@ CHECKPOINT_NAME = "checkpoints/latest.pt"
 """The run's checkpoint, relative to the run directory: rewritten at every checkpoint, resumed from."""
 SUMMARY_NAME = "summary.json"
 """Written when a run finishes (its final evaluation done); a run directory without it is unfinished."""
+EVALS_NAME = "evals.json"
+"""The run's periodic evaluations so far, rewritten after each one (readable while the run goes on)."""
 PRESET_COPY_NAME = "preset.toml"
 """A run's copy of the preset file it was trained on (canonical text); absent for a built-in preset."""
 

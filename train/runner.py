@@ -34,7 +34,7 @@ from train.presets import get_preset
 from train.ray_actors import import_ray
 from train.ray_collectors import RayCollectors
 from train.replay import Batch
-from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.run_files import CHECKPOINT_NAME, EVALS_NAME, SUMMARY_NAME
 from train.score_text import failure_text, returns_text
 from train.scores import score
 from train.teacher import build_encoder, config_from_dict, config_to_dict, history
@@ -208,7 +208,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         mean, std = float(np.mean(periodic)), float(np.std(periodic))
         state["evals"].append([state["step"], mean, std])
         # The curve so far, readable while the run goes on (summary.json comes only at the end).
-        _write_json(cfg.run_dir / "evals.json", {"evals": state["evals"]})
+        _write_json(cfg.run_dir / EVALS_NAME, {"evals": state["evals"]})
         writer.scalars(state["step"], {"eval/return_mean": mean, "eval/return_std": std})
         eval_time[0] += time.perf_counter() - began
         rate = (state["step"] - start_step) / max(time.perf_counter() - start_time, 1e-9)

@@ -21,12 +21,11 @@ from train.curves import Curve, CurveRow, markdown, plot, rows
 from train.overrides import apply_overrides
 from train.presets import get_preset
 from train.ray_actors import import_ray, ray_session
-from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
+from train.run_files import CHECKPOINT_NAME, EVALS_NAME, SUMMARY_NAME
 from train.sweep_config import Setting, SweepCommand
 
 log = logging.getLogger(__name__)
 
-EVALS_NAME = "evals.json"
 TABLE_NAME = "curves.md"
 
 
