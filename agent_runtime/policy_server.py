@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -52,6 +55,25 @@ class InferenceBackend(Protocol):
         ...
 
 
+WORKER_REPORT_S = 0.5
+"""How often a worker behind a broker reports its counts, when they changed (``serve --workers``)."""
+
+
+@dataclass(frozen=True)
+class WorkerLink:
+    """Where a server working behind a broker (``serve --workers``) connects instead of binding."""
+
+    endpoint: str
+    """The broker's backend endpoint (ipc:// or tcp:// on this host)."""
+    identity: bytes
+    """This worker's routing identity at the broker; a restarted worker gets a new one."""
+
+
+def worker_report(kind: str, **fields: Any) -> bytes:
+    """A worker's control frame to its broker: a one-frame message (a reply has at least two)."""
+    return msgpack.packb({"worker": kind, **fields})
+
+
 class _Act(NamedTuple):
     route: list[bytes]
     request: Message
@@ -66,12 +88,21 @@ class PolicyServer:
         backend: the policy.
         config: socket, batching and reporting settings.
         context: a ZeroMQ context to use; by default the server makes and terminates its own.
+        worker_of: serve as one worker behind a broker (:mod:`agent_runtime.broker`): connect a DEALER
+            socket to the broker instead of binding ``config.endpoint``. Requests arrive with their
+            client's routing frame as from a ROUTER, so everything else works as when bound; the
+            broker does the CURVE side, so the worker ignores the key settings.
     """
 
     def __init__(
-        self, backend: InferenceBackend, config: ServerConfig, context: zmq.Context[Any] | None = None
+        self,
+        backend: InferenceBackend,
+        config: ServerConfig,
+        context: zmq.Context[Any] | None = None,
+        worker_of: WorkerLink | None = None,
     ) -> None:
         self.config = config
+        self._link = worker_of
         self.stats = ServerStats()
         self._backend = backend
         self._spec = backend.spec
@@ -129,12 +160,15 @@ class PolicyServer:
         authenticator = None
         sock = None
         try:
-            if self.config.curve_secret_key is not None:
-                from agent_runtime.keys import start_authenticator
+            if self._link is not None:
+                sock = self._connect(context, self._link)
+            else:
+                if self.config.curve_secret_key is not None:
+                    from agent_runtime.keys import start_authenticator
 
-                authenticator = start_authenticator(context, self.config.authorized_keys)
-            sock = self._bind(context)
-            self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                    authenticator = start_authenticator(context, self.config.authorized_keys)
+                sock = self._bind(context)
+            self._endpoint = self._link.endpoint if self._link else sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
             log.info("serving %s on %s (max batch %d)", self._describe(), self._endpoint, self.config.max_batch)
             self._loop(sock)
@@ -150,35 +184,46 @@ class PolicyServer:
                 log.info("stopped; %s", self.stats.line())
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
-        sock = context.socket(zmq.ROUTER)
+        return bind_router(context, self.config, self._cap)
+
+    def _connect(self, context: zmq.Context[Any], link: WorkerLink) -> zmq.Socket[Any]:
+        sock = context.socket(zmq.DEALER)
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._cap)
-            if self.config.curve_secret_key is not None:
-                from agent_runtime.keys import load_keypair
-
-                public, secret = load_keypair(self.config.curve_secret_key)
-                sock.curve_server = True
-                sock.curve_publickey = public
-                sock.curve_secretkey = secret
-            check_endpoint(self.config.endpoint)
-            if wants_ipv6(self.config.endpoint):
-                sock.setsockopt(zmq.IPV6, 1)
-            try:
-                sock.bind(self.config.endpoint)
-            except zmq.ZMQError as exc:
-                raise endpoint_error(self.config.endpoint, exc, binding=True) from None
+            sock.setsockopt(zmq.IDENTITY, link.identity)
+            # The broker bounds what it forwards; on this host-local link a full queue would only
+            # block the worker, so neither direction has a high-water mark.
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.connect(link.endpoint)
+            send_frames(sock, [worker_report("ready", pid=os.getpid())])
         except BaseException:
             sock.close(linger=0)
             raise
         return sock
 
+    def _report(self, sock: zmq.Socket[Any]) -> None:
+        """Tell the broker this worker's counts (the broker answers ``stats`` for all its workers)."""
+        counts = {
+            "requests": dict(self.stats.requests),
+            "errors": dict(self.stats.errors),
+            "batches": {str(k): v for k, v in self.stats.batches.items()},
+        }
+        send_frames(sock, [worker_report("stats", **counts)])
+
     # -- the serving cycle ------------------------------------------------------------------------
 
     def _loop(self, sock: zmq.Socket[Any]) -> None:
         next_log = time.monotonic() + self.config.log_every_s
+        next_report, reported = time.monotonic(), -1
         while not self._stop.is_set():
             self._take_new_backend()
+            if self._link is not None and time.monotonic() >= next_report:
+                count = sum(self.stats.requests.values()) + sum(self.stats.errors.values())
+                if count != reported:
+                    self._report(sock)
+                    reported = count
+                next_report = time.monotonic() + WORKER_REPORT_S
             if self.config.log_every_s and time.monotonic() >= next_log:
                 log.info("%s", self.stats.line())
                 next_log = time.monotonic() + self.config.log_every_s
@@ -388,6 +433,36 @@ class PolicyServer:
         p = self._spec.provenance
         what = ", ".join(x for x in (p.policy, p.task_preset, p.encoder) if x)
         return f"policy ({what})" if what else "policy"
+
+
+def bind_router(context: zmq.Context[Any], config: ServerConfig, cap: int) -> zmq.Socket[Any]:
+    """The public ROUTER socket a server (or its broker) answers robots on: bound, capped, CURVE if set.
+
+    Raises:
+        EndpointError: the endpoint does not parse or cannot be bound (one line naming it and the fix).
+    """
+    sock = context.socket(zmq.ROUTER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, cap)
+        if config.curve_secret_key is not None:
+            from agent_runtime.keys import load_keypair
+
+            public, secret = load_keypair(config.curve_secret_key)
+            sock.curve_server = True
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+        check_endpoint(config.endpoint)
+        if wants_ipv6(config.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
+        try:
+            sock.bind(config.endpoint)
+        except zmq.ZMQError as exc:
+            raise endpoint_error(config.endpoint, exc, binding=True) from None
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
 
 
 def _spec_differences(ours: PolicySpec, theirs: Any, request: Message) -> list[str]:

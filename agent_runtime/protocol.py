@@ -17,7 +17,7 @@ import math
 import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -239,10 +239,8 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
     if head.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(Code.TOO_LARGE, f"header is {head.nbytes} bytes; the cap is {MAX_HEADER_BYTES}")
     header = _unpack(head)
-    request_id = header.get("id")
-    echo_id = request_id if type(request_id) is int and 0 <= request_id < _MAX_ID else None
-    t = header.get("t")
-    echo_t = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
+    request_id, t = header.get("id"), header.get("t")
+    echo_id, echo_t = _echo(header)
 
     def fail(code: str, text: str) -> ProtocolError:
         return ProtocolError(code, text, echo_id, echo_t)
@@ -295,6 +293,45 @@ def decode(frames: Sequence[Any], max_message_bytes: int, types: Collection[str]
         arrays[name] = np.frombuffer(view, dtype=dtype).reshape(shape)
     fields = {k: v for k, v in header.items() if k not in _RESERVED}
     return Message(kind, echo_id, echo_t, arrays, fields)
+
+
+class Peek(NamedTuple):
+    """What a forwarder reads of a header without checking the message: see :func:`peek`."""
+
+    type: str | None
+    """The header's ``type`` if it is a string, else None."""
+    request_id: int | None
+    """The id a reply echoes (None where it is not a valid id)."""
+    client_time_s: float
+    """The ``t`` a reply echoes (0.0 where it is not a number)."""
+    header: dict[str, Any]
+    """The whole header map; empty where the frame is not a msgpack map."""
+
+
+def peek(frame: Any) -> Peek:
+    """Read a header frame's type and the id and ``t`` a reply to it echoes, never raising.
+
+    For a process that forwards messages (the ``serve --workers`` broker) and must know which reply
+    answers which request without judging the request: the echoed values are exactly those that
+    :func:`decode` puts in the error it raises, so a reply to any readable header matches its peek.
+    """
+    view = memoryview(frame)
+    if view.nbytes > MAX_HEADER_BYTES:
+        return Peek(None, None, 0.0, {})
+    try:
+        header = _unpack(view)
+    except ProtocolError:
+        return Peek(None, None, 0.0, {})
+    kind = header.get("type")
+    return Peek(kind if isinstance(kind, str) else None, *_echo(header), header)
+
+
+def _echo(header: Mapping[Any, Any]) -> tuple[int | None, float]:
+    """The id and ``t`` a reply to ``header`` carries: each as sent where valid, else None and 0.0."""
+    request_id, t = header.get("id"), header.get("t")
+    echo_id = request_id if type(request_id) is int and 0 <= request_id < _MAX_ID else None
+    echo_t = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
+    return echo_id, echo_t
 
 
 def _unpack(view: memoryview) -> dict[str, Any]:

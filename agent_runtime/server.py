@@ -12,7 +12,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from agent_runtime.interrupts import stop_signals
 from agent_runtime.policy_server import SERVER_NAME, InferenceBackend, PolicyServer
@@ -22,6 +22,7 @@ __all__ = [
     "SERVER_NAME",
     "InferenceBackend",
     "PolicyServer",
+    "Servable",
     "ServerConfig",
     "default_max_message_bytes",
     "serve_in_thread",
@@ -64,7 +65,19 @@ def serve_in_thread(backend: InferenceBackend, config: ServerConfig, timeout_s: 
         raise errors[0]
 
 
-def serve_until_signalled(server: PolicyServer) -> None:
+class Servable(Protocol):
+    """A server that runs in :meth:`serve` until :meth:`stop` (a :class:`PolicyServer`, or a broker)."""
+
+    def serve(self) -> None:
+        """Serve until stopped (blocking)."""
+        ...
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (thread- and signal-safe)."""
+        ...
+
+
+def serve_until_signalled(server: Servable) -> None:
     """Serve in this (main) thread until SIGINT or SIGTERM, then close cleanly."""
 
     def handle(signum: int, _frame: Any) -> None:

@@ -94,6 +94,10 @@ class ServeCommand:
     """Socket, batching and reporting settings."""
     threads: int = 1
     """onnxruntime intra-op threads per inference call."""
+    workers: int = 1
+    """Inference processes. 1: the server runs in this process. N > 1: a broker in this process owns
+    the endpoint and forwards each request to the least busy of N worker processes (one per core you
+    give the server), restarting any that dies; stats and hot swap cover them all."""
     watch: bool = True
     """Swap in the model file when it changes (replace it by renaming a finished file onto it), keeping
     every robot connected; a file whose spec is not compatible is refused and the old policy kept."""
@@ -101,6 +105,8 @@ class ServeCommand:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads is {self.threads}; it must be at least 1")
+        if self.workers < 1:
+            raise ValueError(f"workers is {self.workers}; it must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -322,7 +328,16 @@ def run_serve(cmd: ServeCommand) -> None:
     from agent_runtime.policy_server import PolicyServer
     from agent_runtime.server import serve_until_signalled
 
-    server = PolicyServer(OnnxPolicy(cmd.model, cmd.threads), cmd.server)
+    policy = OnnxPolicy(cmd.model, cmd.threads)  # loaded here too, so a bad file is one error line
+    if cmd.workers > 1:
+        from agent_runtime.broker import Broker
+
+        broker = Broker(cmd.model, policy.spec, cmd.server, cmd.workers, cmd.threads, cmd.watch)
+        del policy
+        serve_until_signalled(broker)
+        print(f"served: {broker.line()}")
+        return
+    server = PolicyServer(policy, cmd.server)
     stop_watching = threading.Event()
     if cmd.watch:
         watch_policy_file(cmd.model, server.swap, stop_watching, cmd.threads)
