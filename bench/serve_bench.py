@@ -76,13 +76,20 @@ def free_endpoint() -> str:
 
 
 @contextmanager
-def serving(student: Student, max_batch: int, threads: int, log: Path) -> Iterator[str]:
-    """`agent-runtime serve` for the student in a subprocess; yields its endpoint once it answers hello."""
+def serving(
+    student: Student, max_batch: int, threads: int, log: Path, workers: int = 0, cpus: set[int] | None = None
+) -> Iterator[str]:
+    """`agent-runtime serve` for the student in a subprocess; yields its endpoint once it answers hello.
+
+    ``workers``: its --workers; ``cpus``: the cores it (and every process it starts) may run on.
+    """
     endpoint = free_endpoint()
     cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(student.model), "--endpoint", endpoint]
     cmd += ["--max-batch", str(max_batch), "--threads", str(threads), "--log-every-s", "0", "--no-watch"]
+    cmd += ["--workers", str(workers)]
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     with log.open("a") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
     try:
         with PolicyClient(ClientConfig(endpoint=endpoint, connect_timeout_s=START_S), student.spec) as client:
             client.connect()

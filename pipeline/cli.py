@@ -94,10 +94,10 @@ class ServeCommand:
     """Socket, batching and reporting settings."""
     threads: int = 1
     """onnxruntime intra-op threads per inference call."""
-    workers: int = 1
-    """Inference processes. 1: the server runs in this process. N > 1: a broker in this process owns
-    the endpoint and forwards each request to the least busy of N worker processes (one per core you
-    give the server), restarting any that dies; stats and hot swap cover them all."""
+    workers: int = 0
+    """Inference worker processes. 0: the server runs in this process. N >= 1: a broker in this process
+    owns the endpoint and forwards each request to the least busy of N worker processes (one per core
+    you give the server), restarting any that dies; stats and hot swap cover them all."""
     watch: bool = True
     """Swap in the model file when it changes (replace it by renaming a finished file onto it), keeping
     every robot connected; a file whose spec is not compatible is refused and the old policy kept."""
@@ -105,8 +105,8 @@ class ServeCommand:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads is {self.threads}; it must be at least 1")
-        if self.workers < 1:
-            raise ValueError(f"workers is {self.workers}; it must be at least 1")
+        if self.workers < 0:
+            raise ValueError(f"workers is {self.workers}; it must be 0 (serve in this process) or more")
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ def run_serve(cmd: ServeCommand) -> None:
     from agent_runtime.server import serve_until_signalled
 
     policy = OnnxPolicy(cmd.model, cmd.threads)  # loaded here too, so a bad file is one error line
-    if cmd.workers > 1:
+    if cmd.workers:
         from agent_runtime.broker import Broker
 
         broker = Broker(cmd.model, policy.spec, cmd.server, cmd.workers, cmd.threads, cmd.watch)

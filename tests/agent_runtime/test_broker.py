@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -28,6 +30,7 @@ from tests.agent_runtime.conftest import (
     state_obs,
     state_spec,
 )
+from tests.agent_runtime.test_schemas import REPLY
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker deaths are simulated with POSIX signals")
 
@@ -120,6 +123,10 @@ def test_load_is_spread_over_the_workers_and_stats_cover_them_all(served, peer_f
         return stats if stats["requests"].get("act", 0) >= before + 200 else None
 
     stats = wait_for(counted, "the workers' reports reaching the broker")
+    peer.send([header(type="stats", id=1000)])
+    raw = peer.receive_raw(WAIT_S)
+    assert raw is not None
+    REPLY.validate(json.loads(json.dumps(msgpack.unpackb(raw[0]))))  # NaN-free: acts were served
     assert stats["workers"] == {"count": 2, "ready": 2, "restarts": 0}
     assert stats["batches"]["count"] >= 1 and stats["latency"]["count"] >= 200
     per_worker = [w.counts["requests"].get("act", 0) for w in pool.workers.values()]
