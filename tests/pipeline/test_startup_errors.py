@@ -42,9 +42,10 @@ def test_serve_on_an_endpoint_that_cannot_be_bound(model, capsys, endpoint, mess
     assert re.search(message, line), line
 
 
-def test_serve_on_an_endpoint_in_use(model, capsys):
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["in-process", "broker"])
+def test_serve_on_an_endpoint_in_use(model, capsys, workers):
     with running_server(FakePolicy(state_spec())) as server:
-        line = _one_error_line(capsys, ["serve", "--model", str(model), "--endpoint", server.endpoint])
+        line = _one_error_line(capsys, ["serve", "--model", str(model), "--endpoint", server.endpoint, *workers])
     assert f"cannot serve on {server.endpoint}: the address is in use" in line
 
 
