@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +65,16 @@ class DeadlineExceeded(ClientError, TimeoutError):
 class ServerError(ClientError):
     """The server answered with an error reply (see ``agent_runtime.protocol.Code``)."""
 
-    def __init__(self, code: str, message: str, fields: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, fields: Mapping[str, Any] | None = None, request_id: int | None = None
+    ) -> None:
         code, message = protocol.clip(code, 64), protocol.clip(message)  # a hostile server's text, bounded
         super().__init__(f"server error {code}: {message}")
         self.code = code
         self.message = message
         self.fields = dict(fields or {})
+        self.request_id = request_id
+        """The request this error answers."""
 
 
 class SpecChanged(ClientError):
@@ -243,21 +247,57 @@ class PolicyClient:
             SpecMismatchError: after a server restart, the new server's spec does not match.
             ClientError: no action by the deadline (see the subclasses).
         """
+        answer = self.receive_act(self.request_act(observation, deadline), deadline)
+        return answer if answer.ndim == 1 else answer[0]  # a chunked policy's action for this step
+
+    def request_act(self, observation: Mapping[str, np.ndarray], deadline: float) -> int:
+        """Send an act request (first half of :meth:`act`); returns its id for :meth:`receive_act`.
+
+        The request carries ``deadline`` (as ``deadline_ms`` from now): the server refuses it once that
+        has passed. Raises as :meth:`act` does when it cannot be sent by then.
+        """
         self.robot_spec.check_observation(observation)
         if self._server_hash is None:
             self._hello_again(deadline)
         remaining_ms = (deadline - time.monotonic()) * 1e3
         if remaining_ms <= 0:
             raise self._count(DeadlineExceeded("the deadline passed before the request was sent"))
-        reply = self._request(protocol.ACT, observation, {"deadline_ms": remaining_ms}, deadline)
+        return self._send_request(protocol.ACT, observation, {"deadline_ms": remaining_ms}, deadline)
+
+    def receive_act(self, request_id: int, deadline: float | None) -> np.ndarray:
+        """The answer to act request ``request_id`` (second half of :meth:`act`).
+
+        Args:
+            request_id: from :meth:`request_act`. Replies to other requests are dropped as stale.
+            deadline: wait for it until then; ``None``: take it only if it has already arrived.
+
+        Returns:
+            float32 (A,), or (H, A) when the served policy answers with an action chunk of H.
+
+        Raises:
+            DeadlineExceeded: no reply yet (``deadline`` None) or by the deadline.
+            ClientError: an error reply, or a reply that is not a finite action of the served shape.
+        """
+        return self.receive_any_act((request_id,), deadline)[1]
+
+    def receive_any_act(self, request_ids: Collection[int], deadline: float | None) -> tuple[int, np.ndarray]:
+        """The answer to whichever of several act requests in flight is answered first: (its id, answer).
+
+        As :meth:`receive_act`, for a source that keeps more than one request in flight (a chunked
+        policy's queue). Replies to requests not in ``request_ids`` are dropped as stale; a
+        :class:`ServerError` names the request it answers in ``request_id``.
+        """
+        reply = self._await(request_ids, protocol.ACT, deadline)
+        assert reply.request_id is not None  # _await returns only replies to the ids asked for
+        shape = (self._action_dim,) if self.server_spec is None else self.server_spec.action_shape
         action = reply.arrays.get("action")
-        if action is None or action.shape != (self._action_dim,) or action.dtype != np.float32:
+        if action is None or action.shape != shape or action.dtype != np.float32:
             self.stats.malformed_replies += 1
-            raise self._count(ClientError(f"the act reply has no float32 ({self._action_dim},) 'action'"))
+            raise self._count(ClientError(f"the act reply has no float32 {shape} 'action'"))
         if not np.isfinite(action).all():
             self.stats.malformed_replies += 1
             raise self._count(ClientError("the act reply's action contains NaN or Inf"))
-        return action.copy()
+        return reply.request_id, action.copy()
 
     def _hello_again(self, deadline: float) -> None:
         """Connect before an act, but after a spec mismatch at most once per ``hello_retry_s``."""
@@ -289,11 +329,16 @@ class PolicyClient:
     # -- one request ------------------------------------------------------------------------------
 
     def _request(self, kind: str, arrays: Mapping[str, np.ndarray], fields: dict[str, Any], deadline: float) -> Message:
+        return self._await((self._send_request(kind, arrays, fields, deadline),), kind, deadline)
+
+    def _send_request(
+        self, kind: str, arrays: Mapping[str, np.ndarray], fields: dict[str, Any], deadline: float
+    ) -> int:
         request_id = next(self._ids)
         frames = protocol.encode(Message(kind, request_id, time.time(), arrays, fields))
         self._send(frames, deadline)
         self.stats.requests += 1
-        return self._await(request_id, kind, deadline)
+        return request_id
 
     def _send(self, frames: list[Any], deadline: float) -> None:
         while True:
@@ -309,9 +354,13 @@ class PolicyClient:
                         )
                     ) from None
 
-    def _await(self, request_id: int, kind: str, deadline: float) -> Message:
+    def _await(self, request_ids: Collection[int], kind: str, deadline: float | None) -> Message:
+        """The next reply to one of ``request_ids``; ``deadline`` None: only from what has already arrived."""
         while True:
-            if not self._wait(zmq.POLLIN, deadline):
+            if deadline is None:
+                if not self._pollers[zmq.POLLIN].poll(0):
+                    raise DeadlineExceeded(f"no {kind} reply from {self.config.endpoint} yet")
+            elif not self._wait(zmq.POLLIN, deadline):
                 raise self._count(DeadlineExceeded(f"no {kind} reply from {self.config.endpoint} by the deadline"))
             frames = recv_frames(self._sock, zmq.NOBLOCK)
             try:
@@ -324,13 +373,13 @@ class PolicyClient:
                     log.exception("could not decode a reply, dropped it (%d such failures not logged)", left_out)
                 self.stats.malformed_replies += 1
                 continue
-            if reply.request_id != request_id:
+            if reply.request_id not in request_ids:
                 self.stats.stale_replies += 1
                 continue
             self.stats.replies += 1
             error = reply.error
             if error is not None:
-                raise self._count(ServerError(*error, fields=reply.fields))
+                raise self._count(ServerError(*error, fields=reply.fields, request_id=reply.request_id))
             if reply.type != kind:
                 self.stats.malformed_replies += 1
                 raise self._count(ClientError(f"a {kind} request got a {reply.type} reply"))

@@ -11,7 +11,9 @@ overruns, rather than running late ticks back to back. When ``apply`` says the r
 before the next tick the loop resets the robot, times the reset (``LoopStats.reset_time``) and moves
 the grid on by that time, so a reset never eats the next tick's budget; with the ``hold`` fallback the
 new episode starts from the robot's safe action (zero by default), never from the last episode's
-held action. Misses are logged at most once per 10 s per
+held action. A source that keeps state across ticks (:class:`EpisodeAwareSource`, e.g. the queue of a
+chunked policy in :mod:`agent_runtime.chunks`) is told of each new episode after the reset, with the
+robot's first observation, within the reset's measured time. Misses are logged at most once per 10 s per
 kind, so a server that is down or serves another spec does not flood the log at the control rate.
 """
 
@@ -25,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +49,19 @@ class ActionSource(Protocol):
 
     def act(self, observation: Mapping[str, np.ndarray], deadline: float) -> np.ndarray:
         """The action, float32 (A,), for one observation; raises by ``deadline`` (``time.monotonic()``) if none."""
+        ...
+
+
+@runtime_checkable
+class EpisodeAwareSource(Protocol):
+    """An action source that keeps state across ticks, and so must know when an episode starts.
+
+    For example the queue of a chunked policy. The loop calls :meth:`start_episode` after every reset,
+    with the robot's first observation, inside the reset's measured time.
+    """
+
+    def start_episode(self, observation: Mapping[str, np.ndarray]) -> None:
+        """Forget the last episode; prepare for this one (e.g. ask for its first actions)."""
         ...
 
 
@@ -243,6 +258,7 @@ def _run(
     limit = math.inf if config.duration_ticks is None else config.duration_ticks
     began = clock()
     robot.reset()
+    _start_episode(robot, policy)
     start = clock()
     stats.reset_time.add(start - began)
     tick_index = 0
@@ -257,6 +273,7 @@ def _run(
             # No action of the last episode carries over, and the grid moves by the reset's own time.
             began = clock()
             robot.reset()
+            _start_episode(robot, policy)
             took = clock() - began
             stats.resets += 1
             stats.reset_time.add(took)
@@ -299,6 +316,16 @@ def _run(
     # The last tick's period ends at the next tick of the grid: a perfect loop's rate is exactly rate_hz.
     stats.elapsed_s = max(clock(), start + tick_index * period) - start
     return stats
+
+
+def _start_episode(robot: Robot, policy: ActionSource) -> None:
+    """Tell an episode-aware source that an episode starts; its failure only costs the first ticks."""
+    if not isinstance(policy, EpisodeAwareSource):
+        return
+    try:
+        policy.start_episode(robot.observe())
+    except Exception:  # the ticks that follow miss and take the fallback, as for any failing source
+        log.exception("the action source could not start the episode; its first ticks may miss")
 
 
 class BadActionError(ValueError):

@@ -2,7 +2,8 @@
 
 An exported policy has one input per observation entry of its spec, named like it, with a dynamic
 batch axis first (``pixels`` uint8 (B, H, W, 3k), ``proprio`` float32 (B, P), or ``state`` float32
-(B, S)); one output ``action`` float32 (B, A), already within the bounds; and the spec as JSON in its
+(B, S)); one output ``action`` float32 (B, A), or (B, H, A) for a policy whose spec declares an action
+chunk of H, already within the bounds; and the spec as JSON in its
 metadata. Loading checks all of that, so a wrong file fails at start-up, not at the first request.
 """
 
@@ -69,7 +70,7 @@ class OnnxPolicy:
             observations: entry name to array with a batch axis first, e.g. ``pixels`` uint8 (B, H, W, 3k).
 
         Returns:
-            float32 (B, A) actions.
+            float32 (B, A) actions, or (B, H, A) chunks.
         """
         feed = {name: observations[name] for name in self._inputs}
         result: Any = self._session.run([ONNX_ACTION_OUTPUT], feed)[0]
@@ -96,7 +97,7 @@ class OnnxPolicy:
         action = outputs[ONNX_ACTION_OUTPUT]
         if action.type != "tensor(float)":
             raise PolicyFileError(f"{where}: output 'action' is {action.type}; it must be float32")
-        _check_dims(where, "output 'action'", action.shape, (self._spec.action.dim,))
+        _check_dims(where, "output 'action'", action.shape, self._spec.action_shape)
 
 
 def _check_dims(where: str, what: str, graph_shape: list[Any], spec_shape: tuple[int, ...]) -> None:

@@ -51,7 +51,10 @@ class InferenceBackend(Protocol):
         ...
 
     def infer(self, observations: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Actions for a batch: entry name to array (B, *entry shape) in, float32 (B, A) out."""
+        """Actions for a batch: entry name to array (B, *entry shape) in, float32 (B, A) out.
+
+        A policy whose spec declares an action chunk of H returns (B, H, A).
+        """
         ...
 
 
@@ -380,7 +383,7 @@ class PolicyServer:
 
     def _checked_actions(self, actions: Any, batch: int) -> np.ndarray:
         out = np.asarray(actions, dtype=np.float32)
-        expected = (batch, self._spec.action.dim)
+        expected = (batch, *self._spec.action_shape)
         if out.shape != expected:
             raise ValueError(f"the policy returned actions of shape {out.shape}; expected {expected}")
         if not np.isfinite(out).all():

@@ -33,7 +33,8 @@ ONNX_SPEC_VERSION_KEY = "agent_runtime.spec_format_version"
 """Key of the ONNX metadata entry holding the spec's format version on its own, readable before parsing."""
 
 ONNX_ACTION_OUTPUT = "action"
-"""Name of an exported policy's output: float32 (batch, action dim), already within the bounds.
+"""Name of an exported policy's output: float32 (batch, action dim), or (batch, H, action dim) for a
+policy with an action chunk of H, already within the bounds.
 Its inputs are named after the spec's observation entries, with a dynamic batch axis first."""
 
 Dtype = Literal["uint8", "float32"]
@@ -183,6 +184,28 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
+class ActionChunk:
+    """A policy that answers each observation with several future actions (an action chunk).
+
+    Attributes:
+        horizon: actions per answer, H >= 2. The first is for the control step the observation was
+            taken at, action i for ``i * period_s`` later.
+        period_s: seconds between two actions of a chunk (the control period, for a student distilled
+            at the task's rate).
+    """
+
+    horizon: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if type(self.horizon) is not int or self.horizon < 2:
+            raise SpecError(f"action_chunk.horizon is {self.horizon!r}; it must be an integer of at least 2")
+        object.__setattr__(self, "period_s", _as_float(self.period_s, "action_chunk.period_s"))
+        if not (math.isfinite(self.period_s) and self.period_s > 0):
+            raise SpecError(f"action_chunk.period_s is {self.period_s}; it must be positive")
+
+
+@dataclass(frozen=True)
 class Provenance:
     """What produced the policy. Informative only: never part of the compatibility check.
 
@@ -216,6 +239,11 @@ class PolicySpec:
         action_repeat: simulator steps each action is held for.
         provenance: what produced this policy (not part of compatibility).
         format_version: the spec format version (see ``SPEC_FORMAT_VERSION``).
+        action_chunk: for a policy that outputs H future actions per observation, H and the time
+            between them; ``None`` (and absent from the JSON) for one action per observation. Part of
+            the interface hash, so a client notices a swap between the two kinds, but not compared
+            with a robot's spec: a robot is described by what it observes and does, and the client
+            adapts to either kind.
     """
 
     observations: tuple[ObservationSpec, ...]
@@ -224,6 +252,7 @@ class PolicySpec:
     action_repeat: int
     provenance: Provenance
     format_version: int = field(default=SPEC_FORMAT_VERSION)
+    action_chunk: ActionChunk | None = None
 
     def __post_init__(self) -> None:
         if not self.observations:
@@ -260,13 +289,39 @@ class PolicySpec:
         """A copy with some provenance fields replaced (e.g. ``model_sha256=...``)."""
         return dataclasses.replace(self, provenance=dataclasses.replace(self.provenance, **changes))
 
+    def with_chunk(self, horizon: int | None, period_s: float | None = None) -> PolicySpec:
+        """A copy for a policy answering ``horizon`` actions, ``period_s`` apart (default: the control period).
+
+        ``horizon`` None or 1 gives a one-action spec.
+        """
+        if horizon is None or horizon == 1:
+            return dataclasses.replace(self, action_chunk=None)
+        period = self.control_period_s if period_s is None else period_s
+        return dataclasses.replace(self, action_chunk=ActionChunk(horizon, period))
+
+    @property
+    def chunk_horizon(self) -> int:
+        """Actions per answer: the chunk's horizon, or 1."""
+        return 1 if self.action_chunk is None else self.action_chunk.horizon
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """The shape of one answer: (A,), or (H, A) for a chunked policy."""
+        dim = self.action.dim
+        return (dim,) if self.action_chunk is None else (self.action_chunk.horizon, dim)
+
     # -- serialization --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists); ``provenance.task_preset_sha256`` only when set."""
+        """A JSON-ready dict (tuples become lists).
+
+        ``provenance.task_preset_sha256`` and ``action_chunk`` are written only when set.
+        """
         data = _jsonable(dataclasses.asdict(self))
         if data["provenance"]["task_preset_sha256"] is None:
             del data["provenance"]["task_preset_sha256"]
+        if data["action_chunk"] is None:
+            del data["action_chunk"]
         return data
 
     def to_json(self, indent: int | None = None) -> str:
@@ -286,11 +341,16 @@ class PolicySpec:
                 f"policy spec format version {version} is newer than this agent-runtime understands "
                 f"({SPEC_FORMAT_VERSION}); upgrade agent-runtime"
             )
+        if "action_chunk" not in data:  # optional: absent for a policy with one action per observation
+            data = {**data, "action_chunk": None}
         fields = _take(
             data,
             "spec",
-            ("observations", "action", "control_period_s", "action_repeat", "provenance", "format_version"),
-        )
+            (
+                "observations", "action", "control_period_s", "action_repeat", "provenance", "format_version",
+                "action_chunk",
+            ),
+        )  # fmt: skip
         observations = fields["observations"]
         if not isinstance(observations, list):
             raise SpecError("spec.observations must be a list")
@@ -301,6 +361,7 @@ class PolicySpec:
             action_repeat=_integer(fields["action_repeat"], "spec.action_repeat"),
             provenance=_provenance_from(fields["provenance"]),
             format_version=version,
+            action_chunk=_chunk_from(fields["action_chunk"]),
         )
 
     @classmethod
@@ -332,8 +393,8 @@ class PolicySpec:
         """Every field where ``other`` is incompatible with this spec, one readable line each.
 
         Compared: observation entries (names, dtype, shape, layout, history, quantities), the action
-        (names, units, bounds), the control period and the action repeat. Not compared: provenance
-        and descriptions.
+        (names, units, bounds), the control period and the action repeat. Not compared: provenance,
+        descriptions and the action chunk (the client adapts to it).
         """
         diffs: list[str] = []
 
@@ -526,6 +587,15 @@ def _action_from(data: Any) -> ActionSpec:
             raise SpecError(f"spec.action.{name} must be a list of numbers")
         bounds[name] = tuple(_as_float(v, f"spec.action.{name}") for v in f[name])
     return ActionSpec(_quantities_from(f["quantities"], "spec.action.quantities"), bounds["low"], bounds["high"])
+
+
+def _chunk_from(data: Any) -> ActionChunk | None:
+    if data is None:
+        return None
+    f = _take(data, "spec.action_chunk", ("horizon", "period_s"))
+    return ActionChunk(
+        _integer(f["horizon"], "spec.action_chunk.horizon"), _as_float(f["period_s"], "spec.action_chunk.period_s")
+    )
 
 
 def _provenance_from(data: Any) -> Provenance:

@@ -238,11 +238,17 @@ def peer_factory(context: zmq.Context[Any]) -> Iterator[Any]:
         p.close()
 
 
+CHUNK_STEP = 0.25
+"""In a chunked test policy, action h of a chunk is the first one's pre-activation plus h times this."""
+
+
 def build_onnx_policy(spec: PolicySpec, path: Path, gain: float = 1.0, metadata: str | None = None) -> Path:
     """Write a tiny ONNX policy for ``spec``: action = low + (high - low) * sigmoid(gain * sum of input means).
 
     Inputs are named after the spec's entries with a dynamic batch axis; the output is ``action``
-    float32 (batch, A); the spec JSON sits in the metadata (or ``metadata`` instead, if given).
+    float32 (batch, A), or (batch, H, A) when the spec has an action chunk of H, whose action h adds
+    ``h * CHUNK_STEP`` inside the sigmoid; the spec JSON sits in the metadata (or ``metadata`` instead,
+    if given).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -264,13 +270,27 @@ def build_onnx_policy(spec: PolicySpec, path: Path, gain: float = 1.0, metadata:
         helper.make_tensor("low", TensorProto.FLOAT, [dim], low),
         helper.make_tensor("span", TensorProto.FLOAT, [dim], span),
     ]
+    nodes.append(helper.make_node("MatMul", ["total", "gain"], ["pre"]))
+    pre = "pre"
+    out_shape: list[str | int] = ["batch", dim]
+    if spec.action_chunk is not None:
+        horizon = spec.action_chunk.horizon
+        offsets = np.repeat(np.arange(horizon, dtype=np.float32)[:, None] * CHUNK_STEP, dim, axis=1)
+        initializers += [
+            helper.make_tensor("one", TensorProto.INT64, [1], np.array([1], np.int64)),
+            helper.make_tensor("offsets", TensorProto.FLOAT, [horizon, dim], offsets),
+        ]
+        nodes += [
+            helper.make_node("Unsqueeze", ["pre", "one"], ["pre3"]),
+            helper.make_node("Add", ["pre3", "offsets"], ["pre_chunk"]),
+        ]
+        pre, out_shape = "pre_chunk", ["batch", horizon, dim]
     nodes += [
-        helper.make_node("MatMul", ["total", "gain"], ["pre"]),
-        helper.make_node("Sigmoid", ["pre"], ["unit"]),
+        helper.make_node("Sigmoid", [pre], ["unit"]),
         helper.make_node("Mul", ["unit", "span"], ["scaled"]),
         helper.make_node("Add", ["scaled", "low"], ["action"]),
     ]
-    output = helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", dim])
+    output = helper.make_tensor_value_info("action", TensorProto.FLOAT, out_shape)
     graph = helper.make_graph(nodes, "policy", inputs, [output], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -281,7 +301,10 @@ def build_onnx_policy(spec: PolicySpec, path: Path, gain: float = 1.0, metadata:
 
 
 def reference_action(spec: PolicySpec, obs: Mapping[str, np.ndarray], gain: float = 1.0) -> np.ndarray:
-    """What :func:`build_onnx_policy`'s graph computes for one observation, in numpy."""
+    """What :func:`build_onnx_policy`'s graph computes for one observation, in numpy: (A,) or (H, A)."""
     total = sum(float(obs[e.name].astype(np.float32).mean()) for e in spec.observations)
     low, high = np.asarray(spec.action.low), np.asarray(spec.action.high)
-    return (low + (high - low) / (1 + np.exp(-gain * total))).astype(np.float32)
+    pre = np.full(spec.action.dim, gain * total)
+    if spec.action_chunk is not None:
+        pre = pre[None] + np.arange(spec.action_chunk.horizon)[:, None] * CHUNK_STEP
+    return (low + (high - low) / (1 + np.exp(-pre))).astype(np.float32)
