@@ -44,4 +44,5 @@ class LocalPolicy:
         """The action for one observation (checked against the spec first); the loop judges ``deadline``."""
         self.policy.spec.check_observation(observation)
         batch = {name: np.asarray(observation[name])[None] for name in self._names}
-        return np.asarray(self.policy.infer(batch)[0], dtype=np.float32)
+        answer = np.asarray(self.policy.infer(batch)[0], dtype=np.float32)
+        return answer[0] if answer.ndim == 2 else answer  # a chunked policy re-plans at every step here

@@ -17,7 +17,9 @@ from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
 from train.onnx_io import cpu_session
 
 Actor = Callable[[dict[str, np.ndarray]], np.ndarray]
-"""One observation (entry name -> unbatched array) -> one action within the bounds, float (A,)."""
+"""One observation (entry name -> unbatched array) -> one action within the bounds, float (A,).
+
+A policy answering with action chunks acts through its chunk's first action: re-planned at every step."""
 
 
 def torch_actor(module: nn.Module) -> Actor:
@@ -26,7 +28,7 @@ def torch_actor(module: nn.Module) -> Actor:
     def act(observation: dict[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
             batch = {name: torch.from_numpy(np.ascontiguousarray(value[None])) for name, value in observation.items()}
-            return np.asarray(module(batch)[0].numpy())
+            return _first(np.asarray(module(batch)[0].numpy()))
 
     return act
 
@@ -38,9 +40,14 @@ def onnx_actor(path: Path, names: tuple[str, ...], threads: int) -> Actor:
     def act(observation: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: np.ascontiguousarray(observation[name][None]) for name in names}
         (action,) = session.run([ONNX_ACTION_OUTPUT], feed)
-        return np.asarray(action[0])
+        return _first(np.asarray(action[0]))
 
     return act
+
+
+def _first(answer: np.ndarray) -> np.ndarray:
+    """The action for this step: an action chunk's (H, A) first row, or the (A,) action itself."""
+    return answer[0] if answer.ndim == 2 else answer
 
 
 def random_actor(spec: PolicySpec, seed: int) -> Actor:

@@ -34,6 +34,14 @@ class DistillConfig:
     hidden: tuple[int, ...] = (48, 48)
     """Hidden layers of the student's MLP. With 48-48 the conv student has about 10k parameters, 20x
     fewer than the inverted_pendulum pixel teacher (BENCHMARKS.md)."""
+    chunk: int = 1
+    """Actions per student answer. 1: one action per observation, by DAgger. H > 1: an action-chunk
+    student, trained by behaviour cloning of the teacher's next H actions along teacher-driven
+    trajectories (as ACT does; labels past an episode's end are masked out). A state's chunk labels
+    are the teacher's own future, which exists only where the teacher drives, so every iteration is
+    teacher-driven: DAgger, its baseline and the failure-aimed iterations do not apply. The exported
+    spec declares the chunk (H, one control period apart); a robot host runs it through
+    agent_runtime.chunks, which hides network delay behind the queued actions."""
     iterations: int = 6
     """DAgger iterations: each collects, labels with the teacher, aggregates and trains."""
     steps_per_iteration: int = 2_000
@@ -131,6 +139,8 @@ class DistillConfig:
                 f"collectors is {self.collectors}; each collects a share of the {self.steps_per_iteration} steps per "
                 "iteration, so use at most that many"
             )
+        if self.chunk < 1:
+            raise ValueError(f"chunk is {self.chunk}; it must be 1 (one action per observation) or more")
         if self.lr <= 0:
             raise ValueError(f"lr is {self.lr}; it must be positive")
         if self.latency_calls < 0:

@@ -37,6 +37,8 @@ class Collection:
     labels: np.ndarray
     teacher_steps: int
     episode_returns: tuple[float, ...]
+    episodes: np.ndarray | None = None
+    """Each row's episode number within this collection, int (n,); rows of an episode are consecutive."""
 
 
 def collect(
@@ -78,11 +80,13 @@ def collect(
         return int(replay_seeds[j]) if j < len(replay_seeds) else first_seed + j - len(replay_seeds)
 
     observation, _ = env.reset(seed=seed_of(0))
+    rows_episode: list[int] = []
     for _ in range(steps):
         label = teacher(observation)
         for name in names:
             stored[name].append(observation[name])
         labels.append(label)
+        rows_episode.append(episode)
         if rng.random() < beta:
             action, teacher_steps = label, teacher_steps + 1
         else:
@@ -101,7 +105,30 @@ def collect(
         normalized.astype(np.float32),
         teacher_steps,
         tuple(returns),
+        np.asarray(rows_episode, dtype=np.int64),
     )
+
+
+def chunk_labels(labels: np.ndarray, episodes: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's next ``horizon`` labels along its own trajectory, and which of them exist.
+
+    Args:
+        labels: per-step labels in collection order, float (n, A).
+        episodes: each row's episode number in the collection (n,): rows of one episode are consecutive.
+        horizon: H.
+
+    Returns:
+        (n, H, A) labels, row t holding labels t to t + H - 1 (the last real one repeated past the
+        end of its episode or of the collection), and the (n, H) mask: 1 where the label is real.
+    """
+    n = len(labels)
+    index = np.arange(n)[:, None] + np.arange(horizon)[None, :]
+    clipped = np.minimum(index, n - 1)
+    real = (index < n) & (episodes[clipped] == episodes[:, None])
+    # Past the end, repeat the row's last real label (a defined value; the mask leaves it out of the loss).
+    last = np.where(real, index, -1).max(axis=1, keepdims=True)
+    source = np.where(real, index, last)
+    return labels[source].astype(np.float32), real.astype(np.float32)
 
 
 def _to(tensor: torch.Tensor, device: torch.device | None) -> torch.Tensor:
@@ -121,6 +148,8 @@ def train_student(
 ) -> dict[str, float]:
     """``updates`` gradient steps of mean squared error to the teacher's labels, in [-1, 1] action space.
 
+    A chunked student's error is averaged over the labels its mask keeps.
+
     The student trains where its parameters are; ``device`` (the CPU by default) must be that place.
 
     Returns:
@@ -131,9 +160,15 @@ def train_student(
     losses = []
     for _ in range(updates):
         rows = rng.choice(len(dataset), size=min(batch_size, len(dataset)), replace=False)
-        observations, labels = dataset.batch(rows)
+        observations, labels, mask = dataset.masked_batch(rows)
         batch = {name: _to(torch.from_numpy(value), device) for name, value in observations.items()}
-        loss = F.mse_loss(student.normalized(batch), _to(torch.from_numpy(labels), device))
+        predicted, target = student.normalized(batch), _to(torch.from_numpy(labels), device)
+        if student.chunk == 1:
+            loss = F.mse_loss(predicted, target)
+        else:  # a chunk's labels past its episode's end do not count
+            weights = _to(torch.from_numpy(mask), device)
+            per_step = ((predicted - target) ** 2).mean(dim=-1)
+            loss = (per_step * weights).sum() / weights.sum().clamp(min=1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

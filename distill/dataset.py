@@ -21,6 +21,8 @@ from agent_runtime.spec import PolicySpec
 
 META_NAME = "dataset.json"
 LABELS = "labels"
+MASK = "label_mask"
+"""Which of a row's chunk labels are real (1) or past its episode's end (0); all ones without a chunk."""
 
 
 class Dataset:
@@ -41,7 +43,8 @@ class Dataset:
         directory.mkdir(parents=True, exist_ok=True)
         meta = directory / META_NAME
         layout = {o.name: (o.dtype, o.shape) for o in spec.observations}
-        layout[LABELS] = ("float32", (spec.action.dim,))
+        layout[LABELS] = ("float32", spec.action_shape)
+        layout[MASK] = ("float32", (spec.chunk_horizon,))
         if reopen:
             saved = _read_meta(meta)
             if saved["capacity"] != capacity or saved["interface"] != spec.interface_hash():
@@ -65,18 +68,30 @@ class Dataset:
         """Rows filled so far."""
         return self.size
 
-    def append(self, observations: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
-        """Add rows: ``observations`` entry name -> (n, ...) as the spec says, ``labels`` float (n, A) in [-1, 1]."""
+    def append(
+        self, observations: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray | None = None
+    ) -> None:
+        """Add rows: ``observations`` entry name -> (n, ...) as the spec says, ``labels`` float (n, A) in [-1, 1].
+
+        A chunked student's labels are (n, H, A), with ``mask`` (n, H) saying which labels are real.
+        """
         self.spec.check_observation(observations, batched=True)
         n = len(labels)
-        if labels.shape != (n, self.spec.action.dim):
-            raise ValueError(f"labels have shape {labels.shape}; expected ({n}, {self.spec.action.dim})")
+        if labels.shape != (n, *self.spec.action_shape):
+            raise ValueError(
+                f"labels have shape {labels.shape}; expected ({n}, {', '.join(map(str, self.spec.action_shape))})"
+            )
+        if mask is None:
+            mask = np.ones((n, self.spec.chunk_horizon), np.float32)
+        if mask.shape != (n, self.spec.chunk_horizon):
+            raise ValueError(f"the label mask has shape {mask.shape}; expected ({n}, {self.spec.chunk_horizon})")
         if self.size + n > self.capacity:
             raise ValueError(f"the dataset holds {self.capacity} rows; {self.size} are filled and {n} more do not fit")
         rows = slice(self.size, self.size + n)
         for name in self.spec.observation_names:
             self.arrays[name][rows] = observations[name]
         self.arrays[LABELS][rows] = labels
+        self.arrays[MASK][rows] = mask
         for array in self.arrays.values():
             array.flush()
         self.size += n
@@ -84,11 +99,16 @@ class Dataset:
 
     def batch(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Rows ``indices`` (sorted, so the memory maps read forward): observations and labels."""
+        observations, labels, _ = self.masked_batch(indices)
+        return observations, labels
+
+    def masked_batch(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Rows ``indices`` (sorted): observations, labels, and the labels' mask (n, H)."""
         if len(indices) and (indices.min() < 0 or indices.max() >= self.size):
             raise IndexError(f"row indices must be in [0, {self.size}); got {indices.min()}..{indices.max()}")
         rows = np.sort(indices)
         observations = {name: np.asarray(self.arrays[name][rows]) for name in self.spec.observation_names}
-        return observations, np.asarray(self.arrays[LABELS][rows])
+        return observations, np.asarray(self.arrays[LABELS][rows]), np.asarray(self.arrays[MASK][rows])
 
     def _write_meta(self) -> None:
         meta = {"size": self.size, "capacity": self.capacity, "interface": self.spec.interface_hash()}

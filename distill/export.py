@@ -156,9 +156,10 @@ def _check_bounds(actions: np.ndarray, spec: PolicySpec, atol: float) -> None:
     low, high = np.asarray(spec.action.low), np.asarray(spec.action.high)
     outside = (actions < low - atol) | (actions > high + atol)
     if outside.any():
-        row, dim = (int(i) for i in np.argwhere(outside)[0])
+        index = tuple(int(i) for i in np.argwhere(outside)[0])  # (row, dim), or (row, step, dim) for a chunk
+        row, dim = index[0], index[-1]
         raise ExportError(
-            f"the exported policy's action '{spec.action.names[dim]}' is {actions[row, dim]:.6g} on observation "
+            f"the exported policy's action '{spec.action.names[dim]}' is {actions[index]:.6g} on observation "
             f"{row}, outside its bounds [{low[dim]:g}, {high[dim]:g}]: the module must squash and scale its action"
         )
 
@@ -187,7 +188,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         "policy": run.spec.provenance.policy,
         "opset": ONNX_OPSET,
         "inputs": {o.name: [o.dtype, ["batch", *o.shape]] for o in run.spec.observations},
-        "output": [ONNX_ACTION_OUTPUT, "float32", ["batch", run.spec.action.dim]],
+        "output": [ONNX_ACTION_OUTPUT, "float32", ["batch", *run.spec.action_shape]],
         "weights_sha256": result.spec.provenance.model_sha256,
         "spec_format_version": result.spec.format_version,
         "file_bytes": out.stat().st_size,

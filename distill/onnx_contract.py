@@ -2,9 +2,9 @@
 
 The contract (``agent_runtime.spec``): one input per observation entry of the spec, in spec order,
 named like it, with the spec's dtype and shape behind a dynamic batch axis; one output
-``ONNX_ACTION_OUTPUT`` float32 (batch, A); the spec as JSON under ``ONNX_SPEC_KEY`` in the model's
-metadata, its ``provenance.model_sha256`` the :func:`weights_sha256` of the graph; and the spec
-format version under :data:`ONNX_SPEC_VERSION_KEY`.
+``ONNX_ACTION_OUTPUT`` float32 (batch, A), or (batch, H, A) for a spec with an action chunk of H; the
+spec as JSON under ``ONNX_SPEC_KEY`` in the model's metadata, its ``provenance.model_sha256`` the
+:func:`weights_sha256` of the graph; and the spec format version under :data:`ONNX_SPEC_VERSION_KEY`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def attach_spec(model: onnx.ModelProto, spec: PolicySpec) -> PolicySpec:
 
 
 def declare_action_shape(model: onnx.ModelProto, spec: PolicySpec) -> None:
-    """Name the action output's shape ``(batch, A)`` exactly.
+    """Name the action output's shape ``(batch, A)`` (or ``(batch, H, A)``) exactly.
 
     The tracer cannot always follow the action dimension through the network (a ``chunk`` into mean
     and log std leaves it symbolic, e.g. ``Addaction_dim_1``); readers should see the number. The
@@ -79,8 +79,10 @@ def declare_action_shape(model: onnx.ModelProto, spec: PolicySpec) -> None:
         if output.name != ONNX_ACTION_OUTPUT:
             continue
         dims = output.type.tensor_type.shape.dim
-        if len(dims) == 2 and not dims[1].HasField("dim_value"):
-            dims[1].dim_value = spec.action.dim
+        if len(dims) == 1 + len(spec.action_shape):
+            for dim, size in zip(list(dims)[1:], spec.action_shape, strict=True):
+                if not dim.HasField("dim_value"):
+                    dim.dim_value = size
 
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -109,7 +111,7 @@ def check_interface(model: onnx.ModelProto, spec: PolicySpec) -> None:
         raise ExportError(
             f"the exported graph's outputs are {[o.name for o in outputs]}; expected [{ONNX_ACTION_OUTPUT!r}]"
         )
-    _check_value(outputs[0], onnx.TensorProto.FLOAT, "float32", (spec.action.dim,), f"output '{ONNX_ACTION_OUTPUT}'")
+    _check_value(outputs[0], onnx.TensorProto.FLOAT, "float32", spec.action_shape, f"output '{ONNX_ACTION_OUTPUT}'")
 
 
 def _check_value(value: onnx.ValueInfoProto, element: int, dtype: str, shape: Iterable[int], what: str) -> None:

@@ -52,7 +52,7 @@ def check_parity(
     batch, which must give the same actions as one at a time.
 
     Args:
-        module: the torch policy, observation dict -> float (B, A); in eval mode.
+        module: the torch policy, observation dict -> float (B, A) (or (B, H, A) chunks); in eval mode.
         session: the exported policy.
         observations: entry name -> array (N, ...), in the order of the graph's inputs.
         atol: the tolerance on the max absolute difference.
@@ -73,7 +73,7 @@ def check_parity(
     if got.shape != expected.shape:
         raise ParityError(f"onnxruntime's actions have shape {got.shape}; torch's have {expected.shape}")
     # NaN compares false with everything; count it as infinitely wrong.
-    diff = np.nan_to_num(np.abs(got.astype(np.float64) - expected), nan=np.inf).max(axis=1)
+    diff = np.nan_to_num(np.abs(got.astype(np.float64) - expected), nan=np.inf).reshape(count, -1).max(axis=1)
     worst = int(np.argmax(diff))
     if not diff[worst] <= atol:
         raise ParityError(
@@ -99,4 +99,4 @@ def _run(session: ort.InferenceSession, observations: Mapping[str, np.ndarray], 
 
 
 def _fmt(action: np.ndarray) -> str:
-    return "[" + ", ".join(f"{x:.6g}" for x in action) + "]"
+    return "[" + ", ".join(f"{x:.6g}" for x in action.ravel()) + "]"

@@ -136,11 +136,17 @@ class RayDaggerCollectors(UsesActorPool):
             for _ in range(steps):
                 progress()
         names = parts[0].observations
+        # Episode numbers made distinct across actors, so no chunk of labels spans two actors' rows.
+        offsets = np.cumsum(
+            [0] + [int(p.episodes.max()) + 1 if p.episodes is not None and len(p.episodes) else 0 for p in parts]
+        )
+        episodes = [p.episodes + off for p, off in zip(parts, offsets, strict=False) if p.episodes is not None]
         return Collection(
             {name: np.concatenate([p.observations[name] for p in parts]) for name in names},
             np.concatenate([p.labels for p in parts]),
             sum(p.teacher_steps for p in parts),
             tuple(r for p in parts for r in p.episode_returns),
+            np.concatenate(episodes) if len(episodes) == len(parts) else None,
         )
 
     def close(self) -> None:

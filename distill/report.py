@@ -96,7 +96,7 @@ def card_table(card: dict[str, Any]) -> str:
         ("failure criterion", card["failure_criterion"] or "none (pass --failure-below)"),
     ]
     policies = [("random actions", card["random"]), (f"teacher ({card['teacher_policy']})", card["teacher"])]
-    names = {"dagger": "student, DAgger", "bc": "student, behaviour cloning"}
+    names = {"dagger": "student, DAgger", "bc": "student, behaviour cloning", "chunk": "student, action chunks (BC)"}
     policies += [(names.get(m, m), s) for m, s in card["students"].items()]
     for name, score in policies:
         rows.append((f"{name}: return", returns_text(score["stats"])))
@@ -112,7 +112,7 @@ def card_table(card: dict[str, Any]) -> str:
                 _ratio(card["normalized_retention"][method], "teacher no better than random"),
             )
         )
-    if "bc" in card["students"]:
+    if "bc" in card["students"] and "dagger" in card["students"]:
         dagger, bc = card["students"]["dagger"]["stats"], card["students"]["bc"]["stats"]
         rows.append(("DAgger - behaviour cloning (mean return)", f"{dagger['mean'] - bc['mean']:+.1f}"))
     for check in card["failure_checks"]:

@@ -29,7 +29,7 @@ from distill.actors import ActorPolicy, onnx_actor, random_actor, torch_actor
 from distill.collect import collect_observations
 from distill.collector import ITERATION_SEEDS, DaggerCollector, LocalDaggerCollector, student_weights
 from distill.config import DistillConfig
-from distill.dagger import train_student
+from distill.dagger import chunk_labels, train_student
 from distill.dataset import Dataset
 from distill.export import export_policy
 from distill.failure_check import FailureCheck, FailureChecker
@@ -73,7 +73,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     preset, teacher_mode = teacher.preset, teacher.mode
     task = get_preset(preset)
     student_mode = cfg.student_mode
-    spec = build_spec(preset, student_mode).with_provenance(policy=f"student-{cfg.student}", encoder=None)
+    kind = f"student-{cfg.student}" + (f"-chunk{cfg.chunk}" if cfg.chunk > 1 else "")
+    spec = build_spec(preset, student_mode).with_provenance(policy=kind, encoder=None).with_chunk(cfg.chunk)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     save_preset_copy(task, cfg.run_dir)  # the student's run keeps the teacher's task definition too
 
@@ -117,7 +118,9 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         student = build_student(cfg, spec)
         return LocalDaggerCollector(make(), student, teacher_actor, spec.observation_names, bounds, cfg.seed)
 
-    methods = ["dagger", "bc"] if cfg.baseline else ["dagger"]
+    # A chunked student learns the teacher's own future, which exists only where the teacher drives.
+    methods = ["chunk"] if cfg.chunk > 1 else ["dagger", "bc"] if cfg.baseline else ["dagger"]
+    primary = methods[0]
     students: dict[str, Student] = {}
     datasets: dict[str, Dataset] = {}
     history: dict[str, list[dict[str, Any]]] = {}
@@ -133,6 +136,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
                 history[method] = _imitate(
                     cfg, method, student, datasets[method], new_collector, spec, checker=checker, checks=checks
                 )
+            elif method == "chunk":
+                history[method] = _imitate(cfg, method, student, datasets[method], new_collector, spec)
             else:  # the same budget as DAgger's, failure-aimed iterations included; the teacher drives them
                 history[method] = _imitate(
                     cfg, method, student, datasets[method], new_collector, spec, iterations=len(history["dagger"])
@@ -143,13 +148,13 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     video = cfg.run_dir / "student.mp4" if cfg.video else None
     student_results = {
         method: evaluate(
-            ActorPolicy(torch_actor(student)), task, student_mode, seeds, video if method == "dagger" else None
+            ActorPolicy(torch_actor(student)), task, student_mode, seeds, video if method == primary else None
         )
         for method, student in students.items()
     }
 
-    student = students["dagger"]
-    dataset = datasets["dagger"]
+    student = students[primary]
+    dataset = datasets[primary]
     parity_rows = np.linspace(0, len(dataset) - 1, num=min(len(dataset), 512)).astype(np.int64)
     parity_obs, _ = dataset.batch(parity_rows)
     if len(parity_rows) < 256:
@@ -168,7 +173,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     card = ReportCard(
         preset=preset,
         teacher_policy=str(teacher.spec.provenance.policy),
-        student_policy=f"student-{cfg.student}",
+        student_policy=kind,
         seeds=tuple(seeds),
         episodes_requested=cfg.eval_episodes,
         eval_seconds=cfg.eval_seconds,
@@ -188,7 +193,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         student_latency_ms=(latency["student"].p50_ms, latency["student"].p99_ms) if latency else None,
         parity_max_abs_diff=exported.parity.max_abs_diff,
         parity_observations=exported.parity.observations,
-        dataset_size=len(datasets["dagger"]),
+        dataset_size=len(datasets[primary]),
     )
     report = {
         **card.to_dict(),
@@ -262,7 +267,7 @@ def _imitate(
                     break
                 bar.total += cfg.steps_per_iteration
             aimed = i >= cfg.iterations  # a failure-aimed iteration: the student drives every step
-            beta = 0.0 if aimed and method == "dagger" else cfg.beta(i) if method == "dagger" else 1.0
+            beta = 0.0 if aimed and method == "dagger" else cfg.beta(i) if method == "dagger" else 1.0  # bc, chunk: 1
             first_seed = COLLECTION_SEED_BASE + cfg.seed * 1_000_000 + i * ITERATION_SEEDS
             began = time.perf_counter()
             got = collector.collect(
@@ -270,7 +275,12 @@ def _imitate(
                 replay_seeds=replay,
             )  # fmt: skip
             bar.set_postfix(iteration=f"{i + 1}/{max(planned, i + 1)}", phase="training")
-            dataset.append(got.observations, got.labels)
+            if student.chunk > 1:
+                assert got.episodes is not None, "a chunked student needs each row's episode"
+                labels, mask = chunk_labels(got.labels, got.episodes, student.chunk)
+                dataset.append(got.observations, labels, mask)
+            else:
+                dataset.append(got.observations, got.labels)
             collected = time.perf_counter()
             metrics = train_student(student, optimizer, dataset, cfg.updates_per_iteration, cfg.batch_size, rng, device)
             trained = time.perf_counter()

@@ -24,10 +24,10 @@ def build_student(cfg: DistillConfig, spec: PolicySpec) -> Student:
             raise ValueError("a conv student needs camera frames: its spec has no 'pixels' entry")
         h, w, c = spec.observation("pixels").shape
         proprio = spec.observation("proprio").shape[0] if "proprio" in spec.observation_names else 0
-        return ConvStudent((h, w, c), proprio, low, high, cfg.channels, cfg.downsample, cfg.hidden)
+        return ConvStudent((h, w, c), proprio, low, high, cfg.channels, cfg.downsample, cfg.hidden, cfg.chunk)
     if "state" not in spec.observation_names:
         raise ValueError("an mlp student needs the state vector: its spec has no 'state' entry")
-    return MLPStudent(spec.observation("state").shape[0], low, high, cfg.hidden)
+    return MLPStudent(spec.observation("state").shape[0], low, high, cfg.hidden, cfg.chunk)
 
 
 def save_student(cfg: DistillConfig, spec: PolicySpec, student: Student, history: dict[str, Any]) -> Path:

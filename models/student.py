@@ -22,23 +22,37 @@ class Student(nn.Module):
     Args:
         action_low: lower action bounds, float (A,).
         action_high: upper action bounds, float (A,).
+        chunk: actions per observation. 1: one action, (B, A); H > 1: an action chunk, (B, H, A), the
+            first for the observation's own step and then one per control period (as ACT predicts).
     """
 
     low: torch.Tensor
     high: torch.Tensor
     observation_names: tuple[str, ...] = ()
 
-    def __init__(self, action_low: torch.Tensor, action_high: torch.Tensor) -> None:
+    def __init__(self, action_low: torch.Tensor, action_high: torch.Tensor, chunk: int = 1) -> None:
         super().__init__()
+        if chunk < 1:
+            raise ValueError(f"chunk is {chunk}; it must be at least 1")
         self.register_buffer("low", action_low.float().clone())
         self.register_buffer("high", action_high.float().clone())
+        self.chunk = chunk
+
+    @property
+    def outputs(self) -> int:
+        """Numbers the network's last layer produces: chunk x action dimensions."""
+        return self.chunk * int(self.low.numel())
+
+    def shaped(self, flat: torch.Tensor) -> torch.Tensor:
+        """The last layer's (B, H*A) as (B, A), or (B, H, A) for a chunk."""
+        return flat if self.chunk == 1 else flat.reshape(flat.shape[0], self.chunk, -1)
 
     def normalized(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The action in [-1, 1], float (B, A): what the imitation loss compares."""
+        """The action in [-1, 1], float (B, A) or (B, H, A): what the imitation loss compares."""
         raise NotImplementedError
 
     def forward(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The action within the bounds, float (B, A), for a batch of raw observations."""
+        """The action within the bounds, float (B, A) or (B, H, A), for a batch of raw observations."""
         return self.low + 0.5 * (self.normalized(observation) + 1.0) * (self.high - self.low)
 
     def inference_form(self) -> Student:
@@ -88,6 +102,7 @@ class ConvStudent(Student):
         channels: convolution channels.
         downsample: average-pooling factor applied to the frames first (1 keeps full resolution).
         hidden: hidden layers of the MLP after the keypoints.
+        chunk: actions per observation (see :class:`Student`).
     """
 
     observation_names = ("pixels", "proprio")
@@ -101,8 +116,9 @@ class ConvStudent(Student):
         channels: int = 16,
         downsample: int = 2,
         hidden: tuple[int, ...] = (48, 48),
+        chunk: int = 1,
     ) -> None:
-        super().__init__(action_low, action_high)
+        super().__init__(action_low, action_high, chunk)
         h, w, c = image_shape
         if downsample < 1 or h // downsample < 16 or w // downsample < 16:
             raise ValueError(f"downsample is {downsample}; it must be >= 1 and leave frames of at least 16x16")
@@ -118,7 +134,7 @@ class ConvStudent(Student):
         for stride in (2, 2, 1):  # the 3x3 convolutions' output sizes
             size = ((size[0] - 3) // stride + 1, (size[1] - 3) // stride + 1)
         self.keypoints = SpatialSoftmax(*size)
-        self.head = mlp(2 * channels + proprio_dim, hidden, int(action_low.numel()))
+        self.head = mlp(2 * channels + proprio_dim, hidden, self.outputs)
         self.downsample = downsample
         self.input_folded = False
         """True in the :meth:`inference_form`: pooling and pixel scaling live in the first convolution."""
@@ -129,7 +145,7 @@ class ConvStudent(Student):
         if not self.input_folded:
             x = self.pool(x) / 255.0 - 0.5
         points = self.keypoints(self.conv(x))
-        return torch.tanh(self.head(torch.cat([points, observation["proprio"].float()], dim=-1)))
+        return self.shaped(torch.tanh(self.head(torch.cat([points, observation["proprio"].float()], dim=-1))))
 
     def inference_form(self) -> ConvStudent:
         """This student with the pooling and the pixel scaling folded into its first convolution.
@@ -167,16 +183,22 @@ class MLPStudent(Student):
         action_low: lower action bounds.
         action_high: upper action bounds.
         hidden: hidden layer sizes.
+        chunk: actions per observation (see :class:`Student`).
     """
 
     observation_names = ("state",)
 
     def __init__(
-        self, state_dim: int, action_low: torch.Tensor, action_high: torch.Tensor, hidden: tuple[int, ...] = (256, 256)
+        self,
+        state_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        hidden: tuple[int, ...] = (256, 256),
+        chunk: int = 1,
     ) -> None:
-        super().__init__(action_low, action_high)
-        self.net = mlp(state_dim, hidden, int(action_low.numel()))
+        super().__init__(action_low, action_high, chunk)
+        self.net = mlp(state_dim, hidden, self.outputs)
 
     def normalized(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
         """``state`` float (B, S) -> action in [-1, 1], (B, A)."""
-        return torch.tanh(self.net(observation["state"].float()))
+        return self.shaped(torch.tanh(self.net(observation["state"].float())))

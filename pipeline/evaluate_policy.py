@@ -82,7 +82,8 @@ class OnnxEpisodePolicy:
 
     def __call__(self, observation: dict[str, Any]) -> Any:
         """The action for one observation."""
-        return self.policy.infer({name: observation[name][None] for name in self.names})[0]
+        answer = self.policy.infer({name: observation[name][None] for name in self.names})[0]
+        return answer[0] if answer.ndim == 2 else answer  # a chunk's first action: re-planned every step
 
 
 def run_evaluate(cmd: EvaluateCommand) -> dict[str, Any]:

@@ -104,3 +104,13 @@ def test_the_dagger_collector_drives_with_the_student_weights_it_is_sent():
     assert copy is collector.student and all(
         torch.equal(a, b) for a, b in zip(copy.state_dict().values(), trained.state_dict().values(), strict=True)
     )
+
+
+def test_chunk_labels_follow_each_rows_own_episode_and_mask_what_lies_past_it():
+    from distill.dagger import chunk_labels
+
+    labels = np.arange(6, dtype=np.float32)[:, None]  # rows 0-2: episode 0, rows 3-5: episode 1
+    episodes = np.array([0, 0, 0, 1, 1, 1])
+    chunks, mask = chunk_labels(labels, episodes, 3)
+    assert chunks[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 5], [4, 5, 5], [5, 5, 5]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]]

@@ -164,3 +164,39 @@ def test_bad_teachers_and_run_dirs_are_refused_with_the_reason(tmp_path, state_r
         DistillConfig(student="transformer")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="the student needs its own"):
         DistillConfig(teacher=state_run, run_dir=state_run)
+
+
+def test_a_chunked_student_learns_the_teachers_next_actions_and_exports_its_chunk(tmp_path, state_run):
+    from agent_runtime.chunks import ChunkedActions
+    from agent_runtime.client import ClientConfig, PolicyClient
+    from agent_runtime.onnx_policy import OnnxPolicy
+    from agent_runtime.server import ServerConfig, serve_in_thread
+
+    cfg = tiny(state_run, tmp_path / "chunked", student="mlp", chunk=4)
+    card = run(cfg)
+    assert set(card["students"]) == {"chunk"} and card["student_policy"] == "student-mlp-chunk4"
+    assert [line["beta"] for line in card["iterations"]["chunk"]] == [1.0, 1.0]  # the teacher drives every step
+    assert not card["failure_checks"]
+    # Row t's chunk labels are the labels of rows t, t + 1, ... of its episode (the teacher's next actions).
+    labels = np.load(cfg.run_dir / "data" / "chunk" / "labels.npy")[:128]  # 2 iterations of 64 rows filled
+    mask = np.load(cfg.run_dir / "data" / "chunk" / "label_mask.npy")[:128]
+    assert labels.shape == (128, 4, 1) and mask[:, 0].all() and not mask[63, 1]  # no chunk spans two collections
+    inside = mask[:-1, 1] == 1
+    np.testing.assert_array_equal(labels[:-1, 1][inside], labels[1:, 0][inside])
+    policy = OnnxPolicy(cfg.run_dir / "policy.onnx")
+    chunk = policy.spec.action_chunk
+    assert chunk is not None and chunk.horizon == 4 and chunk.period_s == policy.spec.control_period_s
+    student, spec, _ = load_student(cfg.run_dir / STUDENT_CHECKPOINT)
+    assert spec == policy.spec and student.chunk == 4
+    obs = {"state": np.zeros((2, *spec.observation("state").shape), np.float32)}
+    assert policy.infer(obs).shape == (2, 4, spec.action.dim)
+    # Served and driven through the robot host's queue, like any student.
+    config = ServerConfig(endpoint="tcp://127.0.0.1:*", log_every_s=0)
+    with (
+        serve_in_thread(policy, config) as server,
+        PolicyClient(ClientConfig(server.endpoint), spec.with_chunk(None)) as client,
+    ):
+        client.connect()
+        source = ChunkedActions(client)
+        source.start_episode({"state": obs["state"][0]})
+        assert source.stats.chunks == 1
