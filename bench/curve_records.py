@@ -79,6 +79,9 @@ def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
     }
     records.mkdir(parents=True, exist_ok=True)
     path = record_path(records, run_dir.name)
+    kept = load_record(records, run_dir.name)
+    if kept is not None and kept["finished"] and kept["evals"] == json.loads(json.dumps(evals)):
+        return path  # the same finished curve: its commit and date say when it was first kept
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)

@@ -38,6 +38,18 @@ def test_a_finished_run_is_kept_and_read_back(tmp_path):
     assert not list((tmp_path / "curves").glob(".*"))  # no temporary file left beside it
 
 
+def test_keeping_a_finished_run_again_leaves_its_record_as_first_kept(tmp_path):
+    run_dir = tmp_path / "runs" / "reacher-state-s0"
+    _fake_run(run_dir, 2000, EVALS, finished=True)
+    path = save_record(run_dir, tmp_path / "curves")
+    first = path.read_text()
+    stamped = json.loads(first)
+    stamped["saved"] = "an earlier date"
+    path.write_text(json.dumps(stamped))
+    save_record(run_dir, tmp_path / "curves")
+    assert json.loads(path.read_text())["saved"] == "an earlier date"  # not rewritten with today's commit
+
+
 def test_an_unfinished_run_is_kept_as_far_as_it_got(tmp_path):
     run_dir = tmp_path / "reacher-state-s1"
     _fake_run(run_dir, 5000, EVALS, finished=False)
