@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import tyro
 
+from agent_runtime.chunks import ChunkConfig, Merge
 from agent_runtime.interrupts import StopRequest, raise_keyboard_interrupt, stop_signals
 from agent_runtime.loop import Fallback
 from agent_runtime.server_config import ServerConfig
@@ -136,6 +137,13 @@ class RobotCommand:
     """Stop after this many seconds, even with episodes unfinished."""
     seed: int = 0
     """Seed of the first episode; episode i resets with seed + i (printed beside its return, to replay it)."""
+    chunk_merge: Merge = "replace"
+    """For a served policy with action chunks (its spec says so; the loop then runs from a queue of
+    actions, asking for the next chunk early): where a new chunk meets queued actions, replace them,
+    or blend (the mean of the two)."""
+    chunk_margin_steps: int = 1
+    """For a chunked policy: steps of slack on top of the measured round trip before the queue would
+    run dry, when asking for the next chunk."""
     connect_timeout_s: float = 10.0
     """How long to wait for the server's hello reply."""
     server_public_key: Path | None = None
@@ -146,6 +154,7 @@ class RobotCommand:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes is {self.episodes}; it must be at least 1")
+        ChunkConfig(merge=self.chunk_merge, margin_steps=self.chunk_margin_steps)  # its checks name the field
 
 
 @dataclass(frozen=True)
@@ -350,8 +359,9 @@ def run_serve(cmd: ServeCommand) -> None:
 
 def run_robot(cmd: RobotCommand) -> None:
     """Connect a simulated robot to the server, run its control loop, print returns and loop statistics."""
+    from agent_runtime.chunks import ChunkedActions
     from agent_runtime.client import ClientConfig, ClientError, DeadlineExceeded, PolicyClient, ServerUnavailable
-    from agent_runtime.loop import LoopConfig, control_rate, run_loop
+    from agent_runtime.loop import ActionSource, LoopConfig, control_rate, run_loop
     from train.preset_file import check_same_task
     from train.sim_robot import SimRobot
 
@@ -383,7 +393,10 @@ def run_robot(cmd: RobotCommand) -> None:
             duration_s=cmd.seconds,
             realtime_priority=cmd.realtime_priority,
         )
-        stats = run_loop(robot, client, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
+        source: ActionSource = client
+        if spec.action_chunk is not None:
+            source = ChunkedActions(client, ChunkConfig(merge=cmd.chunk_merge, margin_steps=cmd.chunk_margin_steps))
+        stats = run_loop(robot, source, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns, seeds = robot.episode_returns, robot.episode_seeds
     _print_episodes(returns, seeds)
     print(f"loop: {stats.line()}")
@@ -391,6 +404,13 @@ def run_robot(cmd: RobotCommand) -> None:
         f"client: {client.stats.requests} requests, {client.stats.stale_replies} late replies dropped, "
         f"errors {dict(client.stats.errors) or 'none'}"
     )
+    if isinstance(source, ChunkedActions):
+        chunks = source.stats
+        print(
+            f"action chunks: {chunks.chunks} merged of {chunks.requests} asked for, {chunks.given_up} given up; "
+            f"{chunks.served} steps from the queue, {chunks.empty} with it empty; planned round trip "
+            f"{source.latency_s() * 1e3:.1f} ms"
+        )
 
 
 def _run_robot_locally(cmd: RobotCommand, model: Path) -> None:
