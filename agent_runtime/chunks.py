@@ -9,12 +9,13 @@ in the queue too) and at every tick:
 1. takes the in-flight request's answer if it has arrived, and merges it into the queue by step:
    ``replace`` (the newer chunk wins where both have an action) or ``blend`` (a weighted mean of the
    two, the newer weighted ``blend_weight``); steps already executed are dropped;
-2. asks for the next chunk early: when the steps covered from this one on, by the queue and by the
-   chunks already asked for, would run out before an answer could arrive, going by the round trips
-   it has measured (a high percentile of the recent ones, plus ``margin_steps``), it sends this
-   tick's observation. Several requests may be in flight; one whose whole chunk would be past is
-   given up, and so is one answered with an error. A chunk never overrides actions queued from a
-   newer one (replies can overtake each other);
+2. asks for a new chunk with this tick's observation every ``replan_steps`` steps (every tick by
+   default), and in any case early enough: when the steps covered from this one on, by the queue and
+   by the chunks already asked for, would run out before an answer could arrive, going by the round
+   trips it has measured (a high percentile of the recent ones, plus ``margin_steps``). Several
+   requests may be in flight; one whose whole chunk would be past is given up, and so is one
+   answered with an error. A chunk never overrides actions queued from a newer one (replies can
+   overtake each other);
 3. returns this step's action. An empty queue is a miss, and the loop applies its fallback, as it does
    for a per-step policy's late reply; only then does it wait, up to the tick's deadline, for the
    request in flight.
@@ -58,6 +59,11 @@ class ChunkConfig:
     """The newer chunk's weight under ``blend``."""
     margin_steps: int = 1
     """Steps of slack on top of the measured round trip when deciding to ask for the next chunk."""
+    replan_steps: int | None = 1
+    """Also ask for a new chunk whenever this many steps have passed since the last request, however
+    much is queued: 1 asks at every tick (a chunk computed from the freshest observation replaces, or
+    blends with, the older one's actions: closed-loop control that sees through the delay); None asks
+    only when the queue would otherwise run dry (fewest requests, longest open-loop stretches)."""
     latency_quantile: float = 90.0
     """Percentile of the recent round trips taken as the one to plan for."""
     latency_window: int = 32
@@ -70,6 +76,8 @@ class ChunkConfig:
             raise ValueError(f"merge is {self.merge!r}; it must be 'replace' or 'blend'")
         if not 0 < self.blend_weight <= 1:
             raise ValueError(f"blend_weight is {self.blend_weight}; it must be in (0, 1]")
+        if self.replan_steps is not None and self.replan_steps < 1:
+            raise ValueError(f"replan_steps is {self.replan_steps}; it must be at least 1 (or None)")
         if self.margin_steps < 0:
             raise ValueError(f"margin_steps is {self.margin_steps}; it must be >= 0")
         if not 0 < self.latency_quantile <= 100:
@@ -128,6 +136,7 @@ class ChunkedActions:
         self._queue: dict[int, tuple[np.ndarray, int]] = {}  # step -> (action, step of the chunk it came from)
         self._in_flight: dict[int, _InFlight] = {}  # request id -> what it asked
         self._epoch: float | None = None
+        self._last_request_step = 0  # the primed chunk counts as asked for at step 0
 
     # -- the loop's side --------------------------------------------------------------------------
 
@@ -141,6 +150,7 @@ class ChunkedActions:
         self._queue.clear()
         self._in_flight.clear()  # their replies are dropped as stale from now on
         self._epoch = None
+        self._last_request_step = 0
         deadline = self._clock() + self.config.prime_timeout_s
         try:
             request_id = self.client.request_act(observation, deadline)
@@ -165,7 +175,9 @@ class ChunkedActions:
         for request_id in [r for r, f in self._in_flight.items() if f.step + self._horizon <= step]:
             del self._in_flight[request_id]  # its whole chunk would be past: it can no longer help
             self.stats.given_up += 1
-        if self._covered_until(step) - step < self._steps_needed():
+        replan = self.config.replan_steps
+        due = replan is not None and step - self._last_request_step >= replan
+        if due or self._covered_until(step) - step < self._steps_needed():
             self._request(observation, step, now)
         if step not in self._queue and self._in_flight:
             self._collect(step, deadline)  # nothing queued: only a reply in flight can save this tick
@@ -208,6 +220,7 @@ class ChunkedActions:
             return
         self.stats.requests += 1
         self._in_flight[request_id] = _InFlight(step, now)
+        self._last_request_step = step
 
     def _collect(self, step: int, deadline: float | None) -> None:
         """Merge every chunk in flight that has arrived, waiting until ``deadline`` for one if it is given."""

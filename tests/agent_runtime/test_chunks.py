@@ -163,6 +163,19 @@ def test_the_queue_hides_a_delay_of_three_periods_with_no_miss_and_every_action_
     # Action for step k from a chunk asked at step j is j + (k - j) = k: each applied action is its step's.
     assert actions == [float(k) for k in range(60)]
     assert source.stats.empty == 0 and source.stats.given_up == 0
+    assert len(client.sent) == 60  # the primed chunk (for step 0), then one request a tick from step 1 (replan 1)
+
+
+def test_without_replanning_it_asks_only_when_the_queue_would_run_dry():
+    clock = Clock()
+    client = FakeClient(clock, latency_s=3 * PERIOD + 0.004, horizon=12)
+    source = ChunkedActions(cast(Any, client), ChunkConfig(replan_steps=None), clock=clock)
+    clock.now = 100.0 - 0.5
+    source.start_episode(state_obs(0.0))
+    actions = drive(source, clock, 60)
+    assert actions == [float(k) for k in range(60)]
+    # Round trips of 3.2 periods plan 4 + 1 steps ahead: a chunk of 12 lasts 7 steps before the next is due.
+    assert 1 + 60 // 7 <= len(client.sent) <= 2 + 60 // 6
 
 
 def test_an_empty_queue_is_a_miss_and_a_new_episode_carries_nothing_over():
@@ -187,7 +200,7 @@ def test_an_empty_queue_is_a_miss_and_a_new_episode_carries_nothing_over():
 def test_an_arriving_chunk_replaces_or_blends_the_queued_actions(merge, step9):
     clock = Clock()
     client = FakeClient(clock, latency_s=0.5 * PERIOD, horizon=10)
-    config = ChunkConfig(merge=merge, blend_weight=0.5, margin_steps=2)
+    config = ChunkConfig(merge=merge, blend_weight=0.5, margin_steps=2, replan_steps=None)
     source = ChunkedActions(cast(Any, client), config, clock=clock)
     clock.now = 100.0 - 0.5
     source.start_episode(state_obs(1.0))  # queued: 1 + k for steps 0 to 9
