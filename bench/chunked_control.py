@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from agent_runtime.chunks import ChunkedActions
+from agent_runtime.chunks import ChunkConfig, ChunkedActions
 from agent_runtime.client import ClientConfig, PolicyClient
 from agent_runtime.frames import recv_frames, send_frames
 from agent_runtime.local_policy import LocalPolicy
@@ -128,7 +128,8 @@ def served(
         PolicyClient(ClientConfig(endpoint=link.endpoint, connect_timeout_s=30), robot.spec) as client,
     ):
         client.connect()
-        source: ActionSource = ChunkedActions(client) if chunked else client
+        queue = ChunkConfig(merge=args.merge, replan_steps=args.replan_steps or None)
+        source: ActionSource = ChunkedActions(client, queue) if chunked else client
         result = drive(robot, source, rate, args.episodes, args.max_steps)
         if isinstance(source, ChunkedActions):
             result["chunks"] = dataclasses.asdict(source.stats)
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/chunked-control"))
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--delay-periods", type=float, default=3.0)
+    parser.add_argument("--replan-steps", type=int, default=1, help="ChunkConfig.replan_steps; 0: only when needed")
+    parser.add_argument("--merge", choices=["replace", "blend"], default="replace")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=5_000, help="most loop ticks per configuration")
     parser.add_argument("--seed", type=int, default=1_000, help="the first episode's seed (episode i: seed + i)")

@@ -144,6 +144,9 @@ class RobotCommand:
     chunk_margin_steps: int = 1
     """For a chunked policy: steps of slack on top of the measured round trip before the queue would
     run dry, when asking for the next chunk."""
+    chunk_replan_steps: int | None = 1
+    """For a chunked policy: ask for a new chunk at least every this many steps (1: every tick; None:
+    only when the queue would run dry)."""
     connect_timeout_s: float = 10.0
     """How long to wait for the server's hello reply."""
     server_public_key: Path | None = None
@@ -151,10 +154,17 @@ class RobotCommand:
     curve_secret_key: Path | None = None
     """This robot's CURVE secret key file (NAME.key_secret)."""
 
+    @property
+    def chunk_config(self) -> ChunkConfig:
+        """How the action queue runs a chunked policy."""
+        return ChunkConfig(
+            merge=self.chunk_merge, margin_steps=self.chunk_margin_steps, replan_steps=self.chunk_replan_steps
+        )
+
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes is {self.episodes}; it must be at least 1")
-        ChunkConfig(merge=self.chunk_merge, margin_steps=self.chunk_margin_steps)  # its checks name the field
+        _ = self.chunk_config  # its checks name the field
 
 
 @dataclass(frozen=True)
@@ -395,7 +405,7 @@ def run_robot(cmd: RobotCommand) -> None:
         )
         source: ActionSource = client
         if spec.action_chunk is not None:
-            source = ChunkedActions(client, ChunkConfig(merge=cmd.chunk_merge, margin_steps=cmd.chunk_margin_steps))
+            source = ChunkedActions(client, cmd.chunk_config)
         stats = run_loop(robot, source, loop_config, stop=lambda: len(robot.episode_returns) >= cmd.episodes)
         returns, seeds = robot.episode_returns, robot.episode_seeds
     _print_episodes(returns, seeds)
