@@ -16,9 +16,11 @@ in the queue too) and at every tick:
    requests may be in flight; one whose whole chunk would be past is given up, and so is one
    answered with an error. A chunk never overrides actions queued from a newer one (replies can
    overtake each other);
-3. returns this step's action. An empty queue is a miss, and the loop applies its fallback, as it does
-   for a per-step policy's late reply; only then does it wait, up to the tick's deadline, for the
-   request in flight.
+3. returns this step's action. When the round trip planned for fits before the tick's deadline (a
+   fast link), it first waits for the chunk it has just asked for, so the tick's own observation
+   chooses its action; otherwise the queued action, computed from an earlier observation, is taken.
+   An empty queue is a miss, and the loop applies its fallback, as it does for a per-step policy's
+   late reply; only then does it wait, up to the tick's deadline, for the requests in flight.
 
 At an episode's start (the loop calls :meth:`ChunkedActions.start_episode` after resetting the robot)
 the queue is emptied, no action of the last episode carries over, and the first chunk is asked for
@@ -178,7 +180,10 @@ class ChunkedActions:
         replan = self.config.replan_steps
         due = replan is not None and step - self._last_request_step >= replan
         if due or self._covered_until(step) - step < self._steps_needed():
-            self._request(observation, step, now)
+            fresh = self._request(observation, step, now)
+            if fresh is not None and self.latency_s() < deadline - self._clock():
+                # A round trip fits before the deadline: this tick's own observation can choose its action.
+                self._collect(step, deadline, until=fresh)
         if step not in self._queue and self._in_flight:
             self._collect(step, deadline)  # nothing queued: only a reply in flight can save this tick
         entry = self._queue.pop(step, None)
@@ -209,7 +214,8 @@ class ChunkedActions:
             end = max(end, flight.step + self._horizon)
         return end
 
-    def _request(self, observation: Mapping[str, np.ndarray], step: int, now: float) -> None:
+    def _request(self, observation: Mapping[str, np.ndarray], step: int, now: float) -> int | None:
+        """Ask for a chunk starting at ``step``; returns the request's id (None if it could not be sent)."""
         assert self._epoch is not None
         # The server may drop it once even its chunk's last action would be too late.
         useful_until = self._epoch + (step + self._horizon - 1) * self._period
@@ -217,13 +223,17 @@ class ChunkedActions:
             request_id = self.client.request_act(observation, max(useful_until, now + self._period))
         except ClientError:
             self.stats.given_up += 1
-            return
+            return None
         self.stats.requests += 1
         self._in_flight[request_id] = _InFlight(step, now)
         self._last_request_step = step
+        return request_id
 
-    def _collect(self, step: int, deadline: float | None) -> None:
-        """Merge every chunk in flight that has arrived, waiting until ``deadline`` for one if it is given."""
+    def _collect(self, step: int, deadline: float | None, until: int | None = None) -> None:
+        """Merge every chunk in flight that has arrived, waiting until ``deadline`` if it is given.
+
+        It waits for request ``until`` when that is given, else for anything that queues an action for ``step``.
+        """
         while self._in_flight:
             try:
                 request_id, chunk = self.client.receive_any_act(self._in_flight.keys(), deadline)
@@ -238,8 +248,9 @@ class ChunkedActions:
             flight = self._in_flight.pop(request_id)
             self._round_trips.append(self._clock() - flight.sent_s)
             self._merge(np.atleast_2d(chunk), flight.step, now_step=step)
-            if step in self._queue:
-                deadline = None  # this tick is served: take only what else has already arrived
+            done = request_id == until if until is not None else step in self._queue
+            if done:
+                deadline, until = None, None  # served: take only what else has already arrived
 
     def _merge(self, chunk: np.ndarray, first_step: int, now_step: int) -> None:
         self.stats.chunks += 1

@@ -146,13 +146,16 @@ def local(model: Path, preset: str, mode: str, args: argparse.Namespace) -> dict
 
 def student(args: argparse.Namespace, name: str, chunk: int) -> Path:
     """The student's ONNX file: distilled into ``--out/name`` unless it is already there."""
-    run_dir = args.out / name
+    noise = args.chunk_noise if chunk > 1 else 0.0
+    hidden = tuple(args.hidden)
+    run_dir = args.out / (f"{name}-noise{noise:g}-h{'x'.join(map(str, hidden))}" if chunk > 1 else name)
     model = run_dir / "policy.onnx"
     if not model.is_file():
         cfg = DistillConfig(
-            teacher=args.teacher, run_dir=run_dir, student="mlp", chunk=chunk, iterations=args.iterations,
-            steps_per_iteration=args.steps_per_iteration, updates_per_iteration=args.updates_per_iteration,
-            eval_episodes=args.eval_episodes, video=False, threads=args.threads, baseline=False,
+            teacher=args.teacher, run_dir=run_dir, student="mlp", chunk=chunk, chunk_noise=noise,
+            iterations=args.iterations, steps_per_iteration=args.steps_per_iteration,
+            updates_per_iteration=args.updates_per_iteration, eval_episodes=args.eval_episodes, video=False,
+            threads=args.threads, baseline=False, hidden=hidden if chunk > 1 else DistillConfig.hidden,
         )  # fmt: skip
         distill(cfg)
     return model
@@ -171,6 +174,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=5_000, help="most loop ticks per configuration")
     parser.add_argument("--seed", type=int, default=1_000, help="the first episode's seed (episode i: seed + i)")
+    parser.add_argument("--chunk-noise", type=float, default=0.3, help="DART noise of the chunked student's data")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="the chunked student's MLP")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--steps-per-iteration", type=int, default=2_000)
     parser.add_argument("--updates-per-iteration", type=int, default=1_000)

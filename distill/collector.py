@@ -69,6 +69,8 @@ class LocalDaggerCollector:
         bounds: (low, high) action bounds, to express labels in [-1, 1].
         seed: the run's seed; who drives each step is drawn from a stream derived from it.
         index: which of several collectors this is (0: the stream of a collector alone).
+        noise: standard deviation of Gaussian noise added to the teacher's action where it drives, in
+            [-1, 1] action units (DART); the labels stay the teacher's own actions.
     """
 
     def __init__(
@@ -80,8 +82,10 @@ class LocalDaggerCollector:
         bounds: tuple[np.ndarray, np.ndarray],
         seed: int,
         index: int = 0,
+        noise: float = 0.0,
     ) -> None:
         self.env, self.student, self.teacher = env, student.eval(), teacher
+        self.noise = noise
         self.names, self.bounds = tuple(names), bounds
         self.rng = np.random.default_rng([seed, COLLECTOR_STREAM, index] if index else [seed, COLLECTOR_STREAM])
 
@@ -99,7 +103,7 @@ class LocalDaggerCollector:
         actor = torch_actor(self.student)
         return collect(
             self.env, actor, self.teacher, beta, steps, self.names, self.bounds, self.rng, first_seed, progress,
-            replay_seeds,
+            replay_seeds, self.noise,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -42,6 +42,11 @@ class DistillConfig:
     teacher-driven: DAgger, its baseline and the failure-aimed iterations do not apply. The exported
     spec declares the chunk (H, one control period apart); a robot host runs it through
     agent_runtime.chunks, which hides network delay behind the queued actions."""
+    chunk_noise: float = 0.0
+    """With --chunk: standard deviation of Gaussian noise added to the teacher's applied actions while
+    it drives the collection, in [-1, 1] action units (DART): the trajectories stray as the student's
+    will, and the teacher's labels show the way back. 0 off. Only for a chunked student (DAgger's
+    student-driven steps do that job)."""
     iterations: int = 6
     """DAgger iterations: each collects, labels with the teacher, aggregates and trains."""
     steps_per_iteration: int = 2_000
@@ -141,6 +146,10 @@ class DistillConfig:
             )
         if self.chunk < 1:
             raise ValueError(f"chunk is {self.chunk}; it must be 1 (one action per observation) or more")
+        if not (math.isfinite(self.chunk_noise) and 0 <= self.chunk_noise <= 2):
+            raise ValueError(f"chunk_noise is {self.chunk_noise}; it must be in [0, 2] (action units of [-1, 1])")
+        if self.chunk_noise and self.chunk == 1:
+            raise ValueError("chunk_noise is for a chunked student (--chunk H > 1); DAgger needs no noise")
         if self.lr <= 0:
             raise ValueError(f"lr is {self.lr}; it must be positive")
         if self.latency_calls < 0:

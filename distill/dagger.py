@@ -53,6 +53,7 @@ def collect(
     first_seed: int,
     progress: Callable[[], None] | None = None,
     replay_seeds: Sequence[int] = (),
+    noise: float = 0.0,
 ) -> Collection:
     """Run the mixture policy for ``steps`` steps; the teacher labels every observation.
 
@@ -69,6 +70,9 @@ def collect(
         progress: called after every step (e.g. to advance a progress bar).
         replay_seeds: the first episodes reset with these seeds, in order: episodes where the student
             failed, replayed so that the teacher labels the states that led there.
+        noise: where the teacher drives, Gaussian noise of this standard deviation (in [-1, 1] action
+            units) is added to its applied action, clipped to the bounds (DART, Laskey et al. 2017): the
+            states drift as the student's will, and the labels stay the teacher's own actions.
     """
     low, high = bounds
     stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
@@ -89,6 +93,9 @@ def collect(
         rows_episode.append(episode)
         if rng.random() < beta:
             action, teacher_steps = label, teacher_steps + 1
+            if noise > 0:
+                jitter = rng.normal(0.0, noise, size=np.shape(label)) * (high - low) / 2
+                action = np.clip(label + jitter, low, high).astype(np.float32)
         else:
             action = student(observation)
         observation, reward, terminated, truncated, _ = env.step(action)

@@ -58,7 +58,7 @@ class DaggerActor:
         path.write_bytes(teacher_onnx)
         teacher = onnx_actor(path, teacher_names, threads=1)
         self._collector = LocalDaggerCollector(
-            make(), build_student(cfg, spec), teacher, spec.observation_names, bounds, cfg.seed, index
+            make(), build_student(cfg, spec), teacher, spec.observation_names, bounds, cfg.seed, index, cfg.chunk_noise
         )
         return os.getpid()
 

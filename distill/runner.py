@@ -116,7 +116,9 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
             names = teacher.spec.observation_names
             return RayDaggerCollectors(cfg, make, spec, teacher_onnx.path, names, bounds)
         student = build_student(cfg, spec)
-        return LocalDaggerCollector(make(), student, teacher_actor, spec.observation_names, bounds, cfg.seed)
+        return LocalDaggerCollector(
+            make(), student, teacher_actor, spec.observation_names, bounds, cfg.seed, noise=cfg.chunk_noise
+        )
 
     # A chunked student learns the teacher's own future, which exists only where the teacher drives.
     methods = ["chunk"] if cfg.chunk > 1 else ["dagger", "bc"] if cfg.baseline else ["dagger"]

@@ -196,8 +196,8 @@ def test_an_empty_queue_is_a_miss_and_a_new_episode_carries_nothing_over():
     assert drive(source, clock, 3, first=0) == [None, None, None]
 
 
-@pytest.mark.parametrize(("merge", "step9"), [("replace", 9.0), ("blend", 9.5)])
-def test_an_arriving_chunk_replaces_or_blends_the_queued_actions(merge, step9):
+@pytest.mark.parametrize(("merge", "step8", "step9"), [("replace", 8.0, 9.0), ("blend", 8.5, 9.5)])
+def test_an_arriving_chunk_replaces_or_blends_the_queued_actions(merge, step8, step9):
     clock = Clock()
     client = FakeClient(clock, latency_s=0.5 * PERIOD, horizon=10)
     config = ChunkConfig(merge=merge, blend_weight=0.5, margin_steps=2, replan_steps=None)
@@ -206,10 +206,11 @@ def test_an_arriving_chunk_replaces_or_blends_the_queued_actions(merge, step9):
     source.start_episode(state_obs(1.0))  # queued: 1 + k for steps 0 to 9
     actions = drive(source, clock, 12)
     # A round trip of half a period plans 1 + 2 steps ahead: the next chunk is asked for at step 8,
-    # with observation 8 (8 + i for step 8 + i), and merged at step 9, where the queue held 10.
+    # with observation 8 (8 + i for step 8 + i). Half a period fits before the tick's deadline, so it
+    # is awaited and merged at once, where the queue held 9 for step 8 and 10 for step 9.
     assert [s[1] for s in client.sent] == [1.0, 8.0]
-    assert actions[:9] == [1.0 + k for k in range(9)]
-    assert actions[9] == step9
+    assert actions[:8] == [1.0 + k for k in range(8)]
+    assert actions[8:10] == [step8, step9]
     assert actions[10:] == [10.0, 11.0]
 
 

@@ -172,7 +172,7 @@ def test_a_chunked_student_learns_the_teachers_next_actions_and_exports_its_chun
     from agent_runtime.onnx_policy import OnnxPolicy
     from agent_runtime.server import ServerConfig, serve_in_thread
 
-    cfg = tiny(state_run, tmp_path / "chunked", student="mlp", chunk=4)
+    cfg = tiny(state_run, tmp_path / "chunked", student="mlp", chunk=4, chunk_noise=0.3)
     card = run(cfg)
     assert set(card["students"]) == {"chunk"} and card["student_policy"] == "student-mlp-chunk4"
     assert [line["beta"] for line in card["iterations"]["chunk"]] == [1.0, 1.0]  # the teacher drives every step
@@ -200,3 +200,8 @@ def test_a_chunked_student_learns_the_teachers_next_actions_and_exports_its_chun
         source = ChunkedActions(client)
         source.start_episode({"state": obs["state"][0]})
         assert source.stats.chunks == 1
+
+
+def test_chunk_noise_without_a_chunk_is_refused_by_name(tmp_path, state_run):
+    with pytest.raises(ValueError, match="chunk_noise is for a chunked student"):
+        tiny(state_run, tmp_path / "s", chunk_noise=0.2)
