@@ -118,3 +118,15 @@ def test_a_local_policy_for_another_task_is_refused_by_field(tmp_path, capsys):
     assert main(["robot", "--preset", PRESET, "--mode", "state", "--model", str(model)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "observations.state.shape" in err
+
+
+def test_robot_command_runs_a_chunked_policy_from_its_action_queue(tmp_path, capsys):
+    spec = build_spec(PRESET, "state").with_chunk(8)
+    model = build_onnx_policy(spec, tmp_path / "chunked.onnx")  # saturates: episodes of a few steps
+    argv = ["robot", "--preset", PRESET, "--mode", "state", "--episodes", "2", "--chunk-merge", "blend"]
+    with running_server(OnnxPolicy(model)) as server:
+        assert main([*argv, "--connect", str(server.endpoint)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"episode returns: [\d.]+ \(seed 0\), [\d.]+ \(seed 1\)", out), out
+    chunks = re.search(r"action chunks: (\d+) merged of (\d+) asked for, \d+ given up; (\d+) steps from the queue", out)
+    assert chunks and int(chunks.group(1)) >= 2 and int(chunks.group(3)) >= 2, out  # one primed chunk an episode
