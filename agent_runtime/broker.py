@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,19 +244,9 @@ class Broker:
                 reading_front = want_front
             events = dict(poller.poll(_POLL_MS))
             if back in events:
-                for _ in range(_BURST):
-                    try:
-                        frames = recv_frames(back, zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._from_worker(front, frames, pool)
+                _drain(back, lambda frames: self._from_worker(front, frames, pool))
             if front in events:
-                for _ in range(_BURST):
-                    try:
-                        frames = recv_frames(front, zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._from_client(front, back, frames, pool)
+                _drain(front, lambda frames: self._from_client(front, back, frames, pool))
 
     # -- messages -----------------------------------------------------------------------------------
 
@@ -354,3 +345,13 @@ class Broker:
         timing = {"server_us": (time.monotonic() - received_s) * 1e6}
         message = Message(reply.type, reply.request_id, reply.client_time_s, fields={**reply.fields, "timing": timing})
         send_frames(front, [*route, *protocol.encode(message)])
+
+
+def _drain(sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None]) -> None:
+    """Hand what ``sock`` holds to ``handle``, at most ``_BURST`` messages, so the other socket gets its turn."""
+    for _ in range(_BURST):
+        try:
+            frames = recv_frames(sock, zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        handle(frames)
