@@ -250,3 +250,16 @@ def test_serving_keeps_a_single_endpoint_semantics_for_dealer_delimiters(served)
         assert protocol.decode(frames[1:], 1 << 20).request_id == 77
     finally:
         peer.close()
+
+
+def test_a_fixed_seed_fuzz_through_the_broker_gets_one_reply_each(served, peer_factory):
+    """The exactly-one-reply rule holds through the broker: malformed, stats and valid requests mixed."""
+    import random
+
+    from tests.agent_runtime.test_one_reply import _exchange, build
+
+    running, _ = served
+    peer = peer_factory(running.endpoint)
+    rng = random.Random(1)
+    for batch in range(20):
+        _exchange(peer, [build(rng.choice, 50_000 + batch * 100 + i) for i in range(rng.randint(1, 50))])
