@@ -38,7 +38,7 @@ import msgpack
 import zmq
 
 from agent_runtime import protocol
-from agent_runtime.frames import recv_frames, send_frames
+from agent_runtime.frames import recv_frames, send_frames, split_route
 from agent_runtime.policy_server import bind_router
 from agent_runtime.protocol import Code, Message, ProtocolError
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
@@ -133,15 +133,15 @@ class Broker:
 
     def line(self) -> str:
         """One log line of the whole server's statistics."""
-        pool = self._pool.describe() if self._pool is not None else {"ready": 0, "restarts": 0}
         merged = self.snapshot()
+        pool = merged["workers"]
         requests = sum(merged["requests"].values())
         errors = sum(merged["errors"].values())
         latency = merged["latency"]
         return (
             f"{requests} requests, {errors} errors, act p50 {latency['p50_ms']:.2f} ms p99 {latency['p99_ms']:.2f} ms, "
-            f"mean batch {merged['batches']['mean']:.1f}; workers {pool['ready']} of {self._workers} ready, "
-            f"{pool['restarts']} restarts"
+            f"mean batch {merged['batches']['mean']:.1f}; workers {pool.get('ready', 0)} of {self._workers} ready, "
+            f"{pool.get('restarts', 0)} restarts"
         )
 
     # -- running ------------------------------------------------------------------------------------
@@ -254,9 +254,7 @@ class Broker:
         self, front: zmq.Socket[Any], back: zmq.Socket[Any], frames: list[bytes], pool: WorkerPool
     ) -> None:
         received = time.monotonic()
-        # As in the server: a REQ-style client puts an empty delimiter after its routing frame.
-        split = 2 if len(frames) > 2 and len(frames[1]) == 0 else 1
-        route, body = frames[:split], frames[split:]
+        route, body = split_route(frames)
         peeked = protocol.peek(body[0]) if body else _EMPTY
         if peeked.type == protocol.STATS:
             self._answer_stats(front, route, body, received)
@@ -289,8 +287,8 @@ class Broker:
         if len(rest) == 1:
             self._control(worker, rest[0])
             return
-        split = 2 if len(rest) > 2 and len(rest[1]) == 0 else 1
-        peeked = protocol.peek(rest[split]) if len(rest) > split else _EMPTY
+        _, reply = split_route(rest)  # rest is the client's route, then the reply
+        peeked = protocol.peek(reply[0]) if reply else _EMPTY
         pending = worker.answered(rest[0], peeked.request_id)
         spec_hash = peeked.header.get("spec_hash")
         if isinstance(spec_hash, str):

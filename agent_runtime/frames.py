@@ -38,3 +38,13 @@ def recv_frames(sock: zmq.Socket[Any], flags: int = 0) -> list[bytes]:
         zmq.Again: with ``zmq.NOBLOCK`` in ``flags``, when no message is waiting.
     """
     return sock.recv_multipart(flags, copy=True)
+
+
+def split_route(frames: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """A message read from a ROUTER as (routing frames, body).
+
+    The ROUTER prefixes the sender's identity. A DEALER then sends [header, arrays...]; a REQ socket
+    puts an empty delimiter first, which stays in the route so that the reply carries it back.
+    """
+    split = 2 if len(frames) > 2 and len(frames[1]) == 0 else 1
+    return list(frames[:split]), list(frames[split:])

@@ -28,7 +28,7 @@ import zmq
 
 from agent_runtime import protocol
 from agent_runtime.endpoints import check_endpoint, endpoint_error, wants_ipv6
-from agent_runtime.frames import recv_frames, send_frames
+from agent_runtime.frames import recv_frames, send_frames, split_route
 from agent_runtime.protocol import Code, Message, ProtocolError
 from agent_runtime.queue_delay import QueueDelay
 from agent_runtime.server_config import ServerConfig, default_max_message_bytes
@@ -170,7 +170,7 @@ class PolicyServer:
                     from agent_runtime.keys import start_authenticator
 
                     authenticator = start_authenticator(context, self.config.authorized_keys)
-                sock = self._bind(context)
+                sock = bind_router(context, self.config, self._cap)
             self._endpoint = self._link.endpoint if self._link else sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
             log.info("serving %s on %s (max batch %d)", self._describe(), self._endpoint, self.config.max_batch)
@@ -185,9 +185,6 @@ class PolicyServer:
             self._ready.set()  # wakes wait_ready() if start-up failed
             if self._endpoint is not None:
                 log.info("stopped; %s", self.stats.line())
-
-    def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
-        return bind_router(context, self.config, self._cap)
 
     def _connect(self, context: zmq.Context[Any], link: WorkerLink) -> zmq.Socket[Any]:
         sock = context.socket(zmq.DEALER)
@@ -266,13 +263,10 @@ class PolicyServer:
 
     def _handle(self, sock: zmq.Socket[Any], frames: list[Any]) -> _Act | None:
         received = time.monotonic()
-        # A DEALER sends [header, arrays...]; a REQ socket puts an empty delimiter first. The ROUTER
-        # prefixes the sender's identity; the reply goes back with the same prefix.
-        split = 2 if len(frames) > 2 and len(frames[1]) == 0 else 1
-        route = frames[:split]
+        route, body = split_route(frames)  # the reply goes back with the same route
         request: Message | None = None
         try:
-            request = protocol.decode(frames[split:], self._cap, protocol.REQUEST_TYPES)
+            request = protocol.decode(body, self._cap, protocol.REQUEST_TYPES)
             self.stats.requests[request.type] += 1
             if request.type == protocol.ACT:
                 protocol.check_observation(self._spec, request.arrays, request)
