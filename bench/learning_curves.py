@@ -48,7 +48,8 @@ METHODS: dict[str, tuple[Override, ...]] = {
     # frame as DrQ-v2, so a comparison at equal frames is also one at equal updates.
     "frozen-shift-half": (("sac.feature_shift", "1"), ("updates_per_step", "0.5")),
     # Issue 16's levers, each on top of frozen-shift-half: n-step 3 (DrQ-v2's), a larger offline
-    # encoder (EfficientNet-Lite2, PIE-G's idea of a bigger ImageNet model cut early), a later stage.
+    # encoder (EfficientNet-Lite2, PIE-G's idea of a bigger ImageNet model cut early), a later stage,
+    # FLARE's latent flow.
     "frozen-shift-half-n3": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("n_step", "3")),
     "frozen-shift-half-lite2": (
         ("sac.feature_shift", "1"),
@@ -56,6 +57,8 @@ METHODS: dict[str, tuple[Override, ...]] = {
         ("encoder.name", "tf_efficientnet_lite2"),
     ),
     "frozen-shift-half-stage3": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("encoder.stage", "3")),
+    # FLARE: the neck sees each frame's latent map beside the differences between frames.
+    "frozen-shift-half-flare": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("neck", "flare")),
     "scratch": (("representation", "scratch"),),
     "state": (("representation", "state"),),
 }

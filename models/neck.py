@@ -56,6 +56,43 @@ class ConvNeck(nn.Module):
         return self.project(self.conv(x).flatten(1))
 
 
+class FlareNeck(nn.Module):
+    """Spatial features ``(B, k, C, h, w)`` -> per-frame latents and their differences (FLARE) -> conv -> Linear.
+
+    FLARE (Shang et al., 2021, "Reinforcement Learning with Latent Flow"): each frame is encoded on
+    its own, and the policy sees the newest frame's latent beside the differences between consecutive
+    frames' latents, so velocity is given explicitly rather than left to be inferred from stacked
+    inputs. Here a 1x1 convolution with ReLU, shared by all frames, makes each frame's latent map
+    ``z_i`` (``channels`` deep); the stack ``[z_{k-1}, z_{k-1} - z_{k-2}, ..., z_1 - z_0]`` then goes
+    through the same 3x3 stride-2 convolution and projection as :class:`ConvNeck`.
+    """
+
+    def __init__(self, frames: int, feature_shape: tuple[int, int, int], latent_dim: int, channels: int = 32) -> None:
+        super().__init__()
+        if frames < 2:
+            raise ValueError(f"a FLARE neck needs a frame history of at least 2 frames; this task keeps {frames}")
+        c, h, w = feature_shape
+        self.per_frame = nn.Sequential(nn.Conv2d(c, channels, kernel_size=1), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Conv2d(frames * channels, channels, kernel_size=3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        out_h, out_w = (h + 1) // 2, (w + 1) // 2
+        self.project = nn.Sequential(
+            nn.Linear(channels * out_h * out_w, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh()
+        )
+        self.latent_dim = latent_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: float (B, k, C, h, w) -> latent (B, latent_dim)."""
+        b, k = features.shape[:2]
+        z = self.per_frame(features.flatten(0, 1))
+        z = z.view(b, k, *z.shape[1:])
+        flow = z[:, 1:] - z[:, :-1]  # (B, k-1, channels, h, w): newest difference last
+        x = torch.cat([z[:, -1:], flow.flip(1)], dim=1).flatten(1, 2)
+        return self.project(self.conv(x).flatten(1))
+
+
 class IdentityNeck(nn.Module):
     """No compression: the state vector itself is the latent (state-based SAC)."""
 

@@ -10,7 +10,7 @@ from torch import nn
 from models.actor import TanhGaussianActor
 from models.encoder import FrozenEncoder
 from models.last_stage import TrainableStage
-from models.neck import ConvNeck, IdentityNeck, LinearNeck
+from models.neck import ConvNeck, FlareNeck, IdentityNeck, LinearNeck
 from models.policy_kinds import NeckKind, Representation
 from models.scratch_encoder import ScratchConvEncoder
 
@@ -26,7 +26,7 @@ class ObservationHead(nn.Module):
         proprio_dim: length of the proprio vector joined after the neck; 0 joins none, so that a head
             can ignore the proprio it is given (an ablation).
         latent_dim: the neck's output size.
-        neck: ``linear`` or ``conv`` (spatial features only).
+        neck: ``linear``, or ``conv`` or ``flare`` (spatial features only; ``flare`` needs ``k >= 2``).
         last_stage: the encoder's last stage, trained with the neck (fine-tuning; ``frozen`` only).
             The stored frames are then the maps of the stage before it.
     """
@@ -56,11 +56,11 @@ class ObservationHead(nn.Module):
         elif representation == "scratch":
             self.scratch = ScratchConvEncoder(history, image_size=frame_shape[0])
             self.neck = LinearNeck(self.scratch.out_features, latent_dim)
-        elif neck == "conv":
+        elif neck in ("conv", "flare"):
             if len(frame_shape) != 3:
-                raise ValueError(f"a conv neck needs spatial features (C, h, w); got {frame_shape}")
+                raise ValueError(f"a {neck} neck needs spatial features (C, h, w); got {frame_shape}")
             c, h, w = frame_shape
-            self.neck = ConvNeck(history, (c, h, w), latent_dim)
+            self.neck = (ConvNeck if neck == "conv" else FlareNeck)(history, (c, h, w), latent_dim)
         else:
             self.neck = LinearNeck(history * math.prod(frame_shape), latent_dim)
         self.proprio_dim = proprio_dim

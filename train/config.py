@@ -95,9 +95,11 @@ class TrainConfig:
     """frozen: pretrained timm features of the camera frames (+ proprio); scratch: DrQ-v2 conv encoder
     trained end to end on pixels (+ proprio); state: the full state vector."""
     neck: NeckKind = "conv"
-    """Compression neck on frozen features: conv (spatial maps) or linear (pooled or flattened maps).
-    Measured on inverted_pendulum, seed 0: stage-2 maps with the conv neck reached 1000 by 5k steps;
-    pooled embeddings with the linear neck 129 after 30k (BENCHMARKS.md)."""
+    """Compression neck on frozen features: conv (spatial maps), flare (the conv neck on each frame's
+    latent map beside the differences between consecutive frames, FLARE's latent flow; needs a frame
+    history of 2 or more), or linear (pooled or flattened maps). Measured on inverted_pendulum, seed 0:
+    stage-2 maps with the conv neck reached 1000 by 5k steps; pooled embeddings with the linear neck
+    129 after 30k (BENCHMARKS.md)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84, output="spatial", stage=2))
     """The frozen vision encoder (representation 'frozen' only)."""
     proprio: bool = True
@@ -228,8 +230,10 @@ class TrainConfig:
             raise ValueError(
                 "finetune_last_stage needs representation 'frozen' with encoder.output 'spatial' (a stage's map)"
             )
-        if self.representation == "frozen" and self.neck == "conv" and self.encoder.output != "spatial":
-            raise ValueError("neck 'conv' needs spatial features: set encoder.output 'spatial' or neck 'linear'")
+        if self.representation == "frozen" and self.neck in ("conv", "flare") and self.encoder.output != "spatial":
+            raise ValueError(
+                f"neck {self.neck!r} needs spatial features: set encoder.output 'spatial' or neck 'linear'"
+            )
 
     @property
     def lanes(self) -> int:

@@ -137,6 +137,17 @@ def test_conv_neck_on_spatial_features_and_state_sac_update():
     assert np.isfinite(metrics["loss/critic"])
 
 
+def test_flare_neck_trains_in_the_sac_update_and_needs_spatial_features():
+    agent = _agent(shape=(8, 5, 5), neck="flare")
+    before = _params(agent.head)
+    assert np.isfinite(agent.update(_batch(shape=(8, 5, 5)))["loss/critic"])
+    assert _changed(before, agent.head) == set(before)  # the per-frame conv, the flow conv and the projection
+    from models.config import EncoderConfig
+
+    with pytest.raises(ValueError, match="neck 'flare' needs spatial features"):
+        TrainConfig(neck="flare", encoder=EncoderConfig(output="pooled"))
+
+
 def test_scratch_pixels_update_trains_the_conv_encoder():
     agent = _agent(representation="scratch")
     before = _params(agent.head)
