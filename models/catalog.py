@@ -71,4 +71,6 @@ Weights (--encoder.weights):
             downloaded on a machine with internet; loaded through timm's pretrained_cfg_overlay
 
 Any timm model works by name (python -c "import timm; print(timm.list_models(pretrained=True))").
-Spatial feature maps need a model with timm's forward_intermediates (most CNNs and ViTs)."""
+Spatial feature maps need a model with timm's forward_intermediates (most CNNs and ViTs); a ViT's
+stage is a block index, and a ViT is built for --encoder.input-size (84: a 5x5 grid of 16-px
+patches), its pretrained position embeddings resampled by timm."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import EncoderConfig
-from models.weights import create_timm_model
+from models.weights import WeightsError, create_timm_model
 
 _INTERPOLATION = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 
@@ -39,6 +39,18 @@ class FrozenEncoder(nn.Module):
         data_config = timm.data.resolve_model_data_config(backbone)
         native = int(data_config["input_size"][-1])
         self.input_size = config.input_size if config.input_size is not None else native
+        if self.input_size != native and _fixed_input_size(backbone):
+            # A vision transformer's patch grid is set when it is built: build it for this size
+            # (timm resamples pretrained position embeddings to the new grid as it loads them).
+            try:
+                backbone = create_timm_model(config.name, config.weights, img_size=self.input_size)
+            except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+                if isinstance(exc, WeightsError):
+                    raise
+                raise ValueError(
+                    f"{config.name} takes {native}x{native} images and cannot be built for encoder.input_size "
+                    f"{self.input_size} ({exc}); set encoder.input_size to {native} or a size it accepts"
+                ) from exc
         self.interpolation = _INTERPOLATION.get(str(data_config["interpolation"]), "bilinear")
         mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
@@ -87,6 +99,22 @@ class FrozenEncoder(nn.Module):
             return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)  # type: ignore[operator]
 
     def output_shape(self, frame_hw: tuple[int, int]) -> tuple[int, ...]:
-        """The per-frame feature shape for frames of ``frame_hw`` = (H, W), found by a dry run."""
+        """The per-frame feature shape for frames of ``frame_hw`` = (H, W), found by a dry run.
+
+        Raises:
+            ValueError: the model cannot encode frames at this input size (timm's own check, named).
+        """
         probe = torch.zeros((1, *frame_hw, 3), dtype=torch.uint8, device=self.scale.device)
-        return tuple(self(probe).shape[1:])
+        try:
+            return tuple(self(probe).shape[1:])
+        except (AssertionError, RuntimeError) as exc:  # timm asserts sizes; torch raises on shapes
+            raise ValueError(
+                f"encoder {self.config.describe()} cannot encode {frame_hw[0]}x{frame_hw[1]} frames resized to "
+                f"{self.input_size}x{self.input_size}: {exc}. Choose another encoder.input_size or encoder.stage"
+            ) from exc
+
+
+def _fixed_input_size(backbone: nn.Module) -> bool:
+    """Whether a timm model only takes the image size it was built for (a strict patch embedding)."""
+    patch_embed = getattr(backbone, "patch_embed", None)
+    return bool(getattr(patch_embed, "strict_img_size", False))

@@ -17,13 +17,15 @@ class WeightsError(RuntimeError):
     """Pretrained weights could not be found or loaded; the message says what to do instead."""
 
 
-def create_timm_model(name: str, weights: str = "auto") -> nn.Module:
+def create_timm_model(name: str, weights: str = "auto", **model_args: Any) -> nn.Module:
     """A timm model ``name`` with its classifier head, weights loaded from ``weights``.
 
     Args:
         name: any timm model name.
         weights: ``"auto"``, ``"embedded"``, ``"hub"``, ``"none"`` or a path to a checkpoint file
             (see :data:`models.catalog.WEIGHT_SOURCES_HELP`).
+        model_args: passed to the model's constructor (e.g. ``img_size`` for a vision transformer;
+            timm adapts pretrained position embeddings to it when it loads the weights).
 
     Raises:
         WeightsError: unknown model, no embedded weights for it, hub unreachable, or a file that
@@ -34,12 +36,12 @@ def create_timm_model(name: str, weights: str = "auto") -> nn.Module:
     if weights == "auto":
         weights = "embedded" if name in EMBEDDED else "hub"
     if weights == "none":
-        return timm.create_model(name, pretrained=False)
+        return timm.create_model(name, pretrained=False, **model_args)
     if weights == "embedded":
-        return _embedded(name)
+        return _embedded(name, model_args)
     if weights == "hub":
         try:
-            return timm.create_model(name, pretrained=True)
+            return timm.create_model(name, pretrained=True, **model_args)
         except Exception as exc:  # hub errors come from several libraries (OSError, HTTP, hub-specific)
             raise WeightsError(
                 f"could not get weights for {name!r} from the model hub ({type(exc).__name__}: {exc}). "
@@ -53,12 +55,12 @@ def create_timm_model(name: str, weights: str = "auto") -> nn.Module:
             f"{WEIGHT_SOURCES_HELP}"
         )
     try:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **model_args)
     except Exception as exc:  # torch and safetensors raise many types for a file that does not fit
         raise WeightsError(f"could not load {path} into timm model {name!r}: {exc}") from exc
 
 
-def _embedded(name: str) -> nn.Module:
+def _embedded(name: str, model_args: dict[str, Any]) -> nn.Module:
     info = EMBEDDED.get(name)
     if info is None:
         raise WeightsError(
@@ -77,7 +79,7 @@ def _embedded(name: str) -> nn.Module:
         locate = getattr(locate, part)
     path = locate()
     source = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **model_args)
     return _load_in_order(model, source, info.package)
 
 

@@ -126,3 +126,26 @@ def test_weight_errors_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr("timm.create_model", offline)
     with pytest.raises(WeightsError, match="could not get weights for 'resnet18' from the model hub"):
         create_timm_model("resnet18", "hub")
+
+
+def test_a_vision_transformer_is_built_for_the_input_size_it_is_given():
+    # A ViT's patch grid is fixed when it is built: at 84x84 it is rebuilt for 84 (a 5x5 grid of 16-px
+    # patches), where the 224x224 model would reject the frames.
+    encoder = FrozenEncoder(
+        EncoderConfig(name="vit_tiny_patch16_224", weights="none", input_size=84, output="spatial", stage=2)
+    )
+    assert encoder.output_shape((84, 84)) == (192, 5, 5)
+    assert FrozenEncoder(EncoderConfig(name="vit_tiny_patch16_224", weights="none", input_size=84)).output_shape(
+        (64, 64)
+    ) == (192,)
+
+
+def test_a_model_that_cannot_encode_the_frames_says_which_and_at_what_size(monkeypatch):
+    encoder = FrozenEncoder(EncoderConfig(name="resnet18", weights="none", input_size=32, output="spatial", stage=1))
+
+    def refuses(*args, **kwargs):
+        raise AssertionError("Input height (32) doesn't match model (224).")
+
+    monkeypatch.setattr(encoder.backbone, "forward_intermediates", refuses)
+    with pytest.raises(ValueError, match=r"resnet18@32/stage1 cannot encode 84x84 frames resized to 32x32"):
+        encoder.output_shape((84, 84))
