@@ -59,6 +59,12 @@ METHODS: dict[str, tuple[Override, ...]] = {
     "frozen-shift-half-stage3": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("encoder.stage", "3")),
     # FLARE: the neck sees each frame's latent map beside the differences between frames.
     "frozen-shift-half-flare": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("neck", "flare")),
+    # PIE-G: the encoder's stage 2 runs in every update, its BatchNorm statistics following the batches.
+    "frozen-shift-half-pieg": (
+        ("sac.feature_shift", "1"),
+        ("updates_per_step", "0.5"),
+        ("update_bn_statistics", "true"),
+    ),
     "scratch": (("representation", "scratch"),),
     "state": (("representation", "state"),),
 }

@@ -7,10 +7,11 @@ in uint8), and the same under bfloat16 autocast (``--sac.head-precision bfloat16
 features with the default conv neck: float32, bfloat16, and the feature shift
 (``--sac.feature-shift 1``) with the first and today's kernel (a row gather of channels-last cells,
 in half precision). For ``--finetune-last-stage``: the encoder's stage 2 trained on the stored
-stage-1 maps, in float32 and bfloat16. Batches are random: the cost of an update does not depend on
-the values.
+stage-1 maps, in float32 and bfloat16. For ``--update-bn-statistics`` (PIE-G): that stage frozen, its
+BatchNorm layers normalizing each batch and updating their statistics. Batches are random: the cost
+of an update does not depend on the values.
 
-Usage: python -m bench.update_precision [--threads 2] [--repeats 5] [--heads scratch frozen finetune]
+Usage: python -m bench.update_precision [--threads 2] [--repeats 5] [--heads scratch frozen finetune statistics]
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ from train.sac import SAC
 from train.teacher import build_encoder, build_learner, frame_shape, proprio_dim
 
 BATCH = 256
-HEADS = ("scratch", "frozen", "finetune")
+HEADS = ("scratch", "frozen", "finetune", "statistics")
 
 
 def _learner(
-    representation: str, precision: str, feature_shift: int, finetune: bool, device: torch.device | None = None
+    representation: str,
+    precision: str,
+    feature_shift: int,
+    finetune: bool,
+    device: torch.device | None = None,
+    statistics: bool = False,
 ) -> tuple[SAC, Batch]:
-    cfg = TrainConfig(representation=representation, finetune_last_stage=finetune)  # type: ignore[arg-type]
+    cfg = TrainConfig(
+        representation=representation,  # type: ignore[arg-type]
+        finetune_last_stage=finetune,
+        update_bn_statistics=statistics,
+    )
     sac = dataclasses.replace(cfg.sac, head_precision=precision, feature_shift=feature_shift)  # type: ignore[arg-type]
     cfg = dataclasses.replace(cfg, sac=sac, encoder=dataclasses.replace(cfg.encoder, weights="none"))
     spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
@@ -123,11 +133,14 @@ def main() -> None:
         ("frozen, feature shift 1 (default)", "frozen", "float32", False, today, 1),
         ("fine-tuned stage 2 on stage-1 maps + conv neck, float32", "finetune", "float32", False, today, 1),
         ("fine-tuned stage 2, bfloat16 autocast", "finetune", "bfloat16", False, today, 1),
+        ("frozen stage 2, BatchNorm statistics updating (PIE-G), float32", "statistics", "float32", False, today, 1),
     ]:
         if kind not in args.heads:
             continue
         representation = "scratch" if kind == "scratch" else "frozen"
-        agent, batch = _learner(representation, precision, feature_shift, finetune=kind == "finetune")
+        agent, batch = _learner(
+            representation, precision, feature_shift, finetune=kind == "finetune", statistics=kind == "statistics"
+        )
         if plain:
             assert agent.head.scratch is not None
             agent.head.scratch.forward = _plain_nchw(agent.head.scratch)  # type: ignore[method-assign, assignment]

@@ -110,6 +110,13 @@ class TrainConfig:
     fine-tuning of the pretrained model. The frozen stages before it still run once per step and the
     replay stores their maps. Off by default: the stage's forward and backward pass in every update made
     it 74x slower on a 2-core CPU (2.7 s against 36 ms, BENCHMARKS.md)."""
+    update_bn_statistics: bool = False
+    """PIE-G's recipe: the encoder's last stage (encoder.stage) runs in every update with its BatchNorm
+    layers in training mode, so each replay batch is normalized with its own statistics and the running
+    statistics (what acting and the deployed policy use) follow the task's frames; its weights stay
+    frozen unless finetune_last_stage. Split as fine-tuning splits: the replay stores the maps of the
+    stage before. Off by default: the stage's forward pass in every update costs many times the rest of
+    the update on a CPU (BENCHMARKS.md)."""
     encoder_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     """Where the frozen encoder runs while collecting: onnxruntime (exported once per run and checked
     against torch; several times faster on CPUs) or torch."""
@@ -226,14 +233,18 @@ class TrainConfig:
             raise ValueError(f"representation is {self.representation!r}; use frozen, scratch or state")
         if not self.proprio and self.representation == "state":
             raise ValueError("proprio off needs a pixel representation (frozen or scratch): state has no proprio")
-        if self.finetune_last_stage and (self.representation != "frozen" or self.encoder.output != "spatial"):
-            raise ValueError(
-                "finetune_last_stage needs representation 'frozen' with encoder.output 'spatial' (a stage's map)"
-            )
+        for name in ("finetune_last_stage", "update_bn_statistics"):
+            if getattr(self, name) and (self.representation != "frozen" or self.encoder.output != "spatial"):
+                raise ValueError(f"{name} needs representation 'frozen' with encoder.output 'spatial' (a stage's map)")
         if self.representation == "frozen" and self.neck in ("conv", "flare") and self.encoder.output != "spatial":
             raise ValueError(
                 f"neck {self.neck!r} needs spatial features: set encoder.output 'spatial' or neck 'linear'"
             )
+
+    @property
+    def splits_last_stage(self) -> bool:
+        """Whether the encoder's last stage runs in the observation head (fine-tuned, or its statistics updated)."""
+        return self.finetune_last_stage or self.update_bn_statistics
 
     @property
     def lanes(self) -> int:

@@ -136,6 +136,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     encoder = build_encoder(cfg)
     if encoder is not None:
         tuned = "+finetuned" if cfg.finetune_last_stage else ""
+        tuned += "+bn-statistics" if cfg.update_bn_statistics else ""
         spec = spec.with_provenance(encoder=cfg.encoder.describe() + tuned, policy=f"sac-{cfg.representation}")
     else:
         spec = spec.with_provenance(policy=f"sac-{cfg.representation}")

@@ -54,8 +54,9 @@ class SAC(nn.Module):
         # Not fused=True: on this 2-core CPU the fused Adam step was 10x slower than the default
         # (30 ms against 3 ms for the twin critics).
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        stage = list(head.last_stage.parameters()) if head.last_stage is not None else []
-        rest = [p for p in head.parameters() if all(p is not q for q in stage)]
+        stage_all = list(head.last_stage.parameters()) if head.last_stage is not None else []
+        stage = [p for p in stage_all if p.requires_grad]  # frozen under PIE-G's statistics alone
+        rest = [p for p in head.parameters() if all(p is not q for q in stage_all)]
         groups: list[dict[str, Any]] = [{"params": [*self.critic.parameters(), *rest], "lr": config.critic_lr}]
         if stage:
             groups.append({"params": stage, "lr": config.encoder_lr})

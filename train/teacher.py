@@ -49,7 +49,7 @@ def build_encoder(cfg: TrainConfig) -> FrozenEncoder | None:
     """The frozen encoder of a ``frozen`` run (without its last stage when that is fine-tuned), else ``None``."""
     if cfg.representation != "frozen":
         return None
-    if cfg.finetune_last_stage:
+    if cfg.splits_last_stage:
         prefix, _ = split_last_stage(cfg.encoder)
         return FrozenEncoder(prefix)
     return FrozenEncoder(cfg.encoder)
@@ -57,7 +57,11 @@ def build_encoder(cfg: TrainConfig) -> FrozenEncoder | None:
 
 def build_head(cfg: TrainConfig, spec: PolicySpec, encoder: FrozenEncoder | None) -> ObservationHead:
     """The observation head for this run (holding the encoder's last stage when that is fine-tuned)."""
-    last_stage = split_last_stage(cfg.encoder)[1] if cfg.finetune_last_stage else None
+    last_stage = (
+        split_last_stage(cfg.encoder, cfg.finetune_last_stage, cfg.update_bn_statistics)[1]
+        if cfg.splits_last_stage
+        else None
+    )
     return ObservationHead(
         cfg.representation,
         history(cfg, spec),

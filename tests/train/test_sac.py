@@ -251,3 +251,30 @@ def test_a_batch_goes_to_a_gpu_as_the_memory_it_is_in():
     plain = torch.zeros(2, 3, 4)
     assert memory_order(plain) == [0, 1, 2]
     assert memory_order(torch.zeros(3, 1, 4)) == [0, 1, 2]  # a size-1 dimension keeps its place
+
+
+def test_pie_g_statistics_update_in_the_sac_update_and_the_stage_weights_stay_frozen():
+    from models.config import EncoderConfig
+    from train.teacher import build_encoder
+
+    encoder_cfg = EncoderConfig(output="spatial", stage=2, weights="none", input_size=32)
+    cfg = TrainConfig(encoder=encoder_cfg, update_bn_statistics=True, seed=0)
+    assert cfg.splits_last_stage
+    prefix = build_encoder(cfg)
+    assert prefix is not None and prefix.config.stage == 1
+    agent = build_learner(cfg, _spec(), prefix)
+    stage = agent.head.last_stage
+    assert stage is not None and not any(p.requires_grad for p in stage.parameters())
+    optimized = {id(p) for group in agent.critic_opt.param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in stage.parameters()}
+    statistics = {k: v.clone() for k, v in stage.state_dict().items() if "running" in k}
+    weights_before = {k: v.detach().clone() for k, v in stage.named_parameters()}
+    prefix_before = _params(prefix)
+    agent.update(_batch(shape=prefix.output_shape((84, 84))))
+    assert all(torch.equal(v, weights_before[k]) for k, v in stage.named_parameters())
+    assert not _changed(prefix_before, prefix)
+    after = stage.state_dict()
+    assert all(not torch.equal(after[k], v) for k, v in statistics.items())
+
+    with pytest.raises(ValueError, match="update_bn_statistics needs representation 'frozen'"):
+        TrainConfig(update_bn_statistics=True, encoder=EncoderConfig(output="pooled"), neck="linear")
