@@ -8,10 +8,12 @@ features with the default conv neck: float32, bfloat16, and the feature shift
 (``--sac.feature-shift 1``) with the first and today's kernel (a row gather of channels-last cells,
 in half precision). For ``--finetune-last-stage``: the encoder's stage 2 trained on the stored
 stage-1 maps, in float32 and bfloat16. For ``--update-bn-statistics`` (PIE-G): that stage frozen, its
-BatchNorm layers normalizing each batch and updating their statistics. Batches are random: the cost
-of an update does not depend on the values.
+BatchNorm layers normalizing each batch and updating their statistics. ``levers``: issue 16's levers
+that change the update (the FLARE neck, stage-3 maps, EfficientNet-Lite2's maps) beside the default,
+on maps in the replay's cell order as training samples them.
+Batches are random: the cost of an update does not depend on the values.
 
-Usage: python -m bench.update_precision [--threads 2] [--repeats 5] [--heads scratch frozen finetune statistics]
+Usage: python -m bench.update_precision [--threads 2] [--repeats 5] [--heads scratch frozen levers finetune statistics]
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from models.scratch_encoder import ScratchConvEncoder
 from train import sac as sac_module
 from train.config import TrainConfig
 from train.envs import build_spec
+from train.overrides import Override, apply_overrides
 from train.presets import get_preset
 from train.replay import Batch
 from train.sac import SAC
 from train.teacher import build_encoder, build_learner, frame_shape, proprio_dim
 
 BATCH = 256
-HEADS = ("scratch", "frozen", "finetune", "statistics")
+HEADS = ("scratch", "frozen", "levers", "finetune", "statistics")
+Changes = tuple[Override, ...]
+"""Training settings a row changes (``train.overrides``), e.g. ``(("neck", "flare"),)``."""
 
 
 def _learner(
@@ -43,15 +48,12 @@ def _learner(
     feature_shift: int,
     finetune: bool,
     device: torch.device | None = None,
-    statistics: bool = False,
+    changes: Changes = (),
 ) -> tuple[SAC, Batch]:
-    cfg = TrainConfig(
-        representation=representation,  # type: ignore[arg-type]
-        finetune_last_stage=finetune,
-        update_bn_statistics=statistics,
-    )
+    cfg = TrainConfig(representation=representation, finetune_last_stage=finetune)  # type: ignore[arg-type]
     sac = dataclasses.replace(cfg.sac, head_precision=precision, feature_shift=feature_shift)  # type: ignore[arg-type]
     cfg = dataclasses.replace(cfg, sac=sac, encoder=dataclasses.replace(cfg.encoder, weights="none"))
+    cfg = apply_overrides(cfg, changes)
     spec = build_spec(get_preset(cfg.preset), cfg.observation_mode)
     encoder = build_encoder(cfg)
     torch.manual_seed(0)
@@ -122,31 +124,40 @@ def main() -> None:
     head, baseline = "", 0.0
     today = (sac_module.random_shift, sac_module.random_shift_features)
     first = (_first_frame_shift, _first_feature_shift)
-    for label, kind, precision, plain, shifts, feature_shift in [
-        ("scratch (DrQ-v2 encoder), NCHW, float32, first shift", "scratch", "float32", True, first, 0),
-        ("scratch, channels-last, float32, first shift", "scratch", "float32", False, first, 0),
-        ("scratch, channels-last, float32 (default)", "scratch", "float32", False, today, 0),
-        ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False, today, 0),
-        ("frozen stage-2 maps + conv neck, float32, no shift", "frozen", "float32", False, today, 0),
-        ("frozen stage-2 maps + conv neck, bfloat16 autocast, no shift", "frozen", "bfloat16", False, today, 0),
-        ("frozen, feature shift 1, first shift", "frozen", "float32", False, first, 1),
-        ("frozen, feature shift 1 (default)", "frozen", "float32", False, today, 1),
-        ("fine-tuned stage 2 on stage-1 maps + conv neck, float32", "finetune", "float32", False, today, 1),
-        ("fine-tuned stage 2, bfloat16 autocast", "finetune", "bfloat16", False, today, 1),
-        ("frozen stage 2, BatchNorm statistics updating (PIE-G), float32", "statistics", "float32", False, today, 1),
-    ]:
+    pie_g: Changes = (("update_bn_statistics", "true"),)
+    lite2: Changes = (("encoder.name", "tf_efficientnet_lite2"),)
+    rows_to_run: list[tuple[str, str, str, bool, tuple[Callable[..., torch.Tensor], ...], int, Changes]] = [
+        ("scratch (DrQ-v2 encoder), NCHW, float32, first shift", "scratch", "float32", True, first, 0, ()),
+        ("scratch, channels-last, float32, first shift", "scratch", "float32", False, first, 0, ()),
+        ("scratch, channels-last, float32 (default)", "scratch", "float32", False, today, 0, ()),
+        ("scratch, channels-last, bfloat16 autocast", "scratch", "bfloat16", False, today, 0, ()),
+        ("frozen stage-2 maps + conv neck, float32, no shift", "frozen", "float32", False, today, 0, ()),
+        ("frozen stage-2 maps + conv neck, bfloat16 autocast, no shift", "frozen", "bfloat16", False, today, 0, ()),
+        ("frozen, feature shift 1, first shift", "frozen", "float32", False, first, 1, ()),
+        ("frozen, feature shift 1 (default)", "frozen", "float32", False, today, 1, ()),
+        # Issue 16's levers that change the update, against the default in the same head.
+        ("levers: the default (stage-2 maps, conv neck, feature shift 1)", "levers", "float32", False, today, 1, ()),
+        ("levers: FLARE neck", "levers", "float32", False, today, 1, (("neck", "flare"),)),
+        ("levers: stage-3 maps (112x6x6)", "levers", "float32", False, today, 1, (("encoder.stage", "3"),)),
+        ("levers: EfficientNet-Lite2 stage-2 maps", "levers", "float32", False, today, 1, lite2),
+        ("fine-tuned stage 2 on stage-1 maps + conv neck, float32", "finetune", "float32", False, today, 1, ()),
+        ("fine-tuned stage 2, bfloat16 autocast", "finetune", "bfloat16", False, today, 1, ()),
+        ("frozen stage 2, BatchNorm statistics updating (PIE-G)", "statistics", "float32", False, today, 1, pie_g),
+    ]
+    for label, kind, precision, plain, shifts, feature_shift, changes in rows_to_run:
         if kind not in args.heads:
             continue
         representation = "scratch" if kind == "scratch" else "frozen"
-        agent, batch = _learner(
-            representation, precision, feature_shift, finetune=kind == "finetune", statistics=kind == "statistics"
-        )
+        agent, batch = _learner(representation, precision, feature_shift, kind == "finetune", changes=changes)
+        if kind == "levers":  # the maps in the replay's cell order, (B, h, w, k, C) in memory, as training has them
+            maps = np.ascontiguousarray(batch.frames.transpose(0, 3, 4, 1, 2)).transpose(0, 3, 4, 1, 2)
+            batch = batch._replace(frames=maps, next_frames=maps)
         if plain:
             assert agent.head.scratch is not None
             agent.head.scratch.forward = _plain_nchw(agent.head.scratch)  # type: ignore[method-assign, assignment]
         sac_module.random_shift, sac_module.random_shift_features = shifts
         try:
-            ms = _ms_per_update(agent, batch, args.repeats * (10 if kind == "frozen" else 1))
+            ms = _ms_per_update(agent, batch, args.repeats * (10 if kind in ("frozen", "levers") else 1))
         finally:
             sac_module.random_shift, sac_module.random_shift_features = today
         if kind != head:

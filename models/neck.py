@@ -65,6 +65,10 @@ class FlareNeck(nn.Module):
     inputs. Here a 1x1 convolution with ReLU, shared by all frames, makes each frame's latent map
     ``z_i`` (``channels`` deep); the stack ``[z_{k-1}, z_{k-1} - z_{k-2}, ..., z_1 - z_0]`` then goes
     through the same 3x3 stride-2 convolution and projection as :class:`ConvNeck`.
+
+    The 1x1 convolution is a linear layer on each cell's channel vectors, applied in cell order: the
+    replay's maps are ``(B, h, w, k, C)`` in memory, and in that order neither the per-frame latents
+    nor their stack (channels-last for the 3x3 convolution) need a transposing copy.
     """
 
     def __init__(self, frames: int, feature_shape: tuple[int, int, int], latent_dim: int, channels: int = 32) -> None:
@@ -72,7 +76,7 @@ class FlareNeck(nn.Module):
         if frames < 2:
             raise ValueError(f"a FLARE neck needs a frame history of at least 2 frames; this task keeps {frames}")
         c, h, w = feature_shape
-        self.per_frame = nn.Sequential(nn.Conv2d(c, channels, kernel_size=1), nn.ReLU())
+        self.per_frame = nn.Sequential(nn.Linear(c, channels), nn.ReLU())  # a 1x1 conv on cells
         self.conv = nn.Sequential(
             nn.Conv2d(frames * channels, channels, kernel_size=3, stride=2, padding=1),
             nn.ReLU(),
@@ -85,11 +89,10 @@ class FlareNeck(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features: float (B, k, C, h, w) -> latent (B, latent_dim)."""
-        b, k = features.shape[:2]
-        z = self.per_frame(features.flatten(0, 1))
-        z = z.view(b, k, *z.shape[1:])
-        flow = z[:, 1:] - z[:, :-1]  # (B, k-1, channels, h, w): newest difference last
-        x = torch.cat([z[:, -1:], flow.flip(1)], dim=1).flatten(1, 2)
+        z = self.per_frame(features.permute(0, 3, 4, 1, 2))  # (B, h, w, k, channels)
+        flow = z[..., 1:, :] - z[..., :-1, :]  # newest difference last
+        stacked = torch.cat([z[..., -1:, :], flow.flip(-2)], dim=-2)  # (B, h, w, k, channels)
+        x = stacked.flatten(3).permute(0, 3, 1, 2)  # (B, k * channels, h, w), channels-last
         return self.project(self.conv(x).flatten(1))
 
 

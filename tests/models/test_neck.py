@@ -19,7 +19,10 @@ def test_flare_neck_sees_the_newest_latent_beside_the_differences_between_frames
     out = neck(maps)
     assert out.shape == (4, 16)
     # By hand: z_i per frame, then [z_2, z_2 - z_1, z_1 - z_0] through the shared conv and projection.
-    z = [neck.per_frame(maps[:, i]) for i in range(3)]
+    conv = torch.nn.Conv2d(8, 4, kernel_size=1)  # the per-frame layer is a 1x1 convolution
+    conv.weight.data = neck.per_frame[0].weight.data.view(4, 8, 1, 1)
+    conv.bias.data = neck.per_frame[0].bias.data
+    z = [torch.relu(conv(maps[:, i])) for i in range(3)]
     stacked = torch.cat([z[2], z[2] - z[1], z[1] - z[0]], dim=1)
     assert torch.allclose(out, neck.project(neck.conv(stacked).flatten(1)), atol=1e-6)
 
@@ -29,7 +32,7 @@ def test_a_still_scene_has_zero_flow_and_only_the_newest_frame_counts():
     neck = FlareNeck(3, (8, 5, 5), latent_dim=16, channels=4)
     frame = _maps(k=1)
     still = frame.expand(-1, 3, -1, -1, -1)
-    z = neck.per_frame(frame[:, 0])
+    z = neck.per_frame(frame[:, 0].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     no_flow = torch.cat([z, torch.zeros_like(z), torch.zeros_like(z)], dim=1)
     assert torch.allclose(neck(still), neck.project(neck.conv(no_flow).flatten(1)), atol=1e-6)
     moving = still.clone()
@@ -56,3 +59,11 @@ def test_flare_neck_needs_a_history_and_trains_every_weight():
 def test_the_conv_neck_and_flare_neck_map_the_same_input_to_the_same_latent_size():
     maps = _maps(k=3, shape=(40, 11, 11))
     assert ConvNeck(3, (40, 11, 11), 50)(maps).shape == FlareNeck(3, (40, 11, 11), 50)(maps).shape == (4, 50)
+
+
+def test_flare_neck_reads_the_replay_cell_order_as_it_reads_a_contiguous_batch():
+    torch.manual_seed(0)
+    neck = FlareNeck(3, (8, 5, 5), latent_dim=16, channels=4)
+    maps = _maps()
+    cell_order = maps.permute(0, 3, 4, 1, 2).contiguous().permute(0, 3, 4, 1, 2)  # as the replay gives them
+    assert torch.allclose(neck(cell_order), neck(maps), atol=1e-6)
