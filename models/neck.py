@@ -38,16 +38,9 @@ class ConvNeck(nn.Module):
     def __init__(self, frames: int, feature_shape: tuple[int, int, int], latent_dim: int, channels: int = 32) -> None:
         super().__init__()
         c, h, w = feature_shape
-        self.conv = nn.Sequential(
-            nn.Conv2d(frames * c, channels, kernel_size=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        out_h, out_w = (h + 1) // 2, (w + 1) // 2
-        self.project = nn.Sequential(
-            nn.Linear(channels * out_h * out_w, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh()
-        )
+        mix = nn.Conv2d(frames * c, channels, kernel_size=1)
+        self.conv = nn.Sequential(mix, nn.ReLU(), *_halve(channels, channels))
+        self.project = _projection(channels, h, w, latent_dim)
         self.latent_dim = latent_dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -77,14 +70,8 @@ class FlareNeck(nn.Module):
             raise ValueError(f"a FLARE neck needs a frame history of at least 2 frames; this task keeps {frames}")
         c, h, w = feature_shape
         self.per_frame = nn.Sequential(nn.Linear(c, channels), nn.ReLU())  # a 1x1 conv on cells
-        self.conv = nn.Sequential(
-            nn.Conv2d(frames * channels, channels, kernel_size=3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        out_h, out_w = (h + 1) // 2, (w + 1) // 2
-        self.project = nn.Sequential(
-            nn.Linear(channels * out_h * out_w, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh()
-        )
+        self.conv = nn.Sequential(*_halve(frames * channels, channels))
+        self.project = _projection(channels, h, w, latent_dim)
         self.latent_dim = latent_dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -94,6 +81,17 @@ class FlareNeck(nn.Module):
         stacked = torch.cat([z[..., -1:, :], flow.flip(-2)], dim=-2)  # (B, h, w, k, channels)
         x = stacked.flatten(3).permute(0, 3, 1, 2)  # (B, k * channels, h, w), channels-last
         return self.project(self.conv(x).flatten(1))
+
+
+def _halve(in_channels: int, channels: int) -> list[nn.Module]:
+    """The spatial necks' 3x3 stride-2 convolution with ReLU: the map's height and width halved."""
+    return [nn.Conv2d(in_channels, channels, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+
+
+def _projection(channels: int, h: int, w: int, latent_dim: int) -> nn.Sequential:
+    """The halved ``(channels, h, w)`` map, flattened -> Linear -> LayerNorm -> tanh, as in DrQ-v2."""
+    out_h, out_w = (h + 1) // 2, (w + 1) // 2
+    return nn.Sequential(nn.Linear(channels * out_h * out_w, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
 
 
 class IdentityNeck(nn.Module):
