@@ -4,7 +4,9 @@ Methods: ``frozen`` (frozen-timm pixels without augmentation, ``--sac.feature-sh
 until 2026-12-01, and the run directories of that name), ``frozen-shift`` (the same with DrQ's random
 shift of the stored feature maps by one cell: today's default), ``frozen-shift-half`` (that on
 DrQ-v2's schedule, one update every second step), ``scratch`` (the DrQ-v2 encoder trained end to end)
-and ``state``.
+and ``state``; and issue 16's levers on top of ``frozen-shift-half``: ``-n3`` (n-step 3), ``-lite2``
+(EfficientNet-Lite2), ``-stage3`` (a later stage), ``-flare`` (FLARE's neck) and ``-pieg`` (PIE-G's
+BatchNorm statistics).
 
 A thin user of ``agent-runtime sweep`` (``train.sweep``): every (task, method, seed) is a trial there,
 a run directory ``<out>/<task>-<method>-s<seed>``, trained on Ray Tune as many at a time as the
