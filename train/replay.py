@@ -8,12 +8,14 @@ does, so memory grows with one frame per step, not ``k``.
 
 Storage can live in memory-mapped ``.npy`` files in the run directory, so a resumed run keeps its
 replay. Every slot records the absolute step it holds (``slot_step``): a slot overwritten after the
-last checkpoint no longer matches and is never sampled as stale data.
+last checkpoint no longer matches and is never sampled as stale data. A saved replay can be laid out
+again with more slots (:func:`grow_replay`), so a run trained further keeps everything it collected.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -160,8 +162,8 @@ class Replay:
     # -- reading --------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Transitions that can be sampled (stored actions, across lanes)."""
-        return int(np.minimum(self.heads, self.layout.capacity_per_lane).sum()) - self.layout.lanes
+        """Transitions stored (slots holding an action and the observation after it, across lanes)."""
+        return int(np.count_nonzero(self._arrays["has_action"]))
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """``batch_size`` n-step transitions drawn uniformly from the valid ones."""
@@ -186,12 +188,14 @@ class Replay:
     def _valid_start(self, lane: np.ndarray, step: np.ndarray) -> np.ndarray:
         a, cap = self._arrays, self.layout.capacity_per_lane
         slot, next_slot = step % cap, (step + 1) % cap
+        oldest = np.maximum(step - self.layout.history + 1, a["episode_start"][lane, slot])
         return (
             (a["slot_step"][lane, slot] == step)
             & a["has_action"][lane, slot]
             & (a["slot_step"][lane, next_slot] == step + 1)
-            # the frame history must not reach into slots already overwritten
-            & (np.maximum(step - self.layout.history + 1, a["episode_start"][lane, slot]) > self.heads[lane] - cap)
+            # the frame history must not reach into slots overwritten (or, in a grown replay, never kept)
+            & (a["slot_step"][lane, oldest % cap] == oldest)
+            & (oldest > self.heads[lane] - cap)
         )
 
     def _history(self, lane: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -258,6 +262,75 @@ class Replay:
         if heads.shape != (self.layout.lanes,):
             raise ValueError(f"replay state has {heads.size} lanes; this replay has {self.layout.lanes}")
         self.heads = heads
+
+
+def stored_capacity(directory: Path) -> int | None:
+    """Slots per lane of the replay saved in ``directory`` (after :func:`recover_replay`); None if none is."""
+    path = directory / "slot_step.npy"
+    if not path.is_file():
+        return None
+    return int(np.load(path, mmap_mode="r").shape[1])
+
+
+def recover_replay(directory: Path) -> None:
+    """Finish or undo a :func:`grow_replay` that a kill interrupted, so ``directory`` holds one whole replay.
+
+    Growing writes the new files into ``<directory>.growing`` and then swaps the directories through
+    ``<directory>.old``. Before the swap the old replay is whole and the half-written one is removed;
+    between its two renames the old replay is put back; after them only the old one's removal is left.
+    """
+    growing, old = _grow_paths(directory)
+    if growing.exists():
+        shutil.rmtree(growing)
+    if old.exists():
+        if directory.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, directory)
+
+
+def grow_replay(directory: Path, capacity_per_lane: int) -> None:
+    """Lay the replay saved in ``directory`` out again with ``capacity_per_lane`` slots per lane (more).
+
+    Every stored slot moves to the slot its absolute step takes in the larger ring, so the write
+    positions saved in the checkpoint stay valid and nothing stored is lost. The new files are
+    complete before they replace the old ones (see :func:`recover_replay` for a kill in between).
+
+    Raises:
+        ValueError: the replay holds more slots than asked, or its files disagree on their size.
+    """
+    recover_replay(directory)
+    current = stored_capacity(directory)
+    if current is None or current == capacity_per_lane:
+        return
+    if current > capacity_per_lane:
+        raise ValueError(f"{directory} holds {current} slots per lane; a replay is never shrunk to {capacity_per_lane}")
+    growing, old = _grow_paths(directory)
+    growing.mkdir()
+    steps = np.load(directory / "slot_step.npy", mmap_mode="r")
+    for path in sorted(directory.glob("*.npy")):
+        source = np.load(path, mmap_mode="r")
+        if source.shape[:2] != steps.shape:
+            raise ValueError(f"{path} holds {source.shape}; the replay's other files hold {steps.shape} (lanes, slots)")
+        shape = (source.shape[0], capacity_per_lane, *source.shape[2:])
+        target = np.lib.format.open_memmap(growing / path.name, mode="w+", dtype=source.dtype, shape=shape)
+        if path.name == "slot_step.npy":
+            target[:] = -1  # slots never written
+        for lane in range(source.shape[0]):
+            for start in range(0, current, 4096):
+                held = np.asarray(steps[lane, start : start + 4096])
+                kept = held >= 0
+                target[lane, held[kept] % capacity_per_lane] = source[lane, start : start + 4096][kept]
+        target.flush()
+        del target, source
+    del steps
+    os.replace(directory, old)
+    os.replace(growing, directory)
+    shutil.rmtree(old)
+
+
+def _grow_paths(directory: Path) -> tuple[Path, Path]:
+    return directory.with_name(f"{directory.name}.growing"), directory.with_name(f"{directory.name}.old")
 
 
 def _store_maps_by_cell(directory: Path, shape: tuple[int, ...], dtype: Any) -> None:

@@ -33,7 +33,7 @@ from train.preset_file import save_preset_copy
 from train.presets import get_preset
 from train.ray_actors import import_ray
 from train.ray_collectors import RayCollectors
-from train.replay import Batch
+from train.replay import Batch, grow_replay, recover_replay, stored_capacity
 from train.run_files import CHECKPOINT_NAME, EVALS_NAME, SUMMARY_NAME
 from train.score_text import failure_text, returns_text
 from train.scores import score
@@ -146,7 +146,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         spec,
         encoder,
         frame_dtype(cfg.representation),
-        _replay_capacity(cfg, history(cfg, spec), payload),
+        _replay_capacity(cfg, history(cfg, spec), payload, cfg.run_dir / "replay"),
         cfg.run_dir / "replay",
         resume=payload is not None,
         device=device,
@@ -402,21 +402,26 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None) -> int:
-    """Replay slots per lane, for the run's steps or, on resume, as its replay files were made.
+def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None, replay_dir: Path) -> int:
+    """Replay slots per lane, for the run's steps (``--replay-capacity`` at most).
 
     A step takes one slot, and an episode's end one more (its final observation beside the next
     episode's first), so twice the steps always fits.
 
-    A resumed run keeps the size its replay files have, even when ``--steps`` grew: the replay then
-    overwrites its oldest transitions first, as when ``--replay-capacity`` caps it.
+    A resumed run trained further (a larger ``--steps``) grows its replay files to fit, so it keeps
+    every transition it collected, as a run trained that long from the start would: each stored slot
+    moves to its place in the larger ring (:func:`train.replay.grow_replay`). A replay is never
+    shrunk, and one capped by ``--replay-capacity`` stays capped.
     """
-    steps = cfg.target_steps
-    if payload is not None:
-        if "replay_capacity_per_lane" in payload:
-            return int(payload["replay_capacity_per_lane"])
-        steps = int(payload["config"]["steps"])  # older checkpoints: sized from the steps the run began with
-    return max(min(cfg.replay_capacity, 2 * steps) // cfg.lanes + 2, frames_per_obs + 2)
+    needed = max(min(cfg.replay_capacity, 2 * cfg.target_steps) // cfg.lanes + 2, frames_per_obs + 2)
+    if payload is None:
+        return needed
+    recover_replay(replay_dir)  # a growth a kill interrupted is finished or undone first
+    stored = stored_capacity(replay_dir) or int(payload.get("replay_capacity_per_lane", needed))
+    if needed > stored:
+        log.info("growing %s from %d to %d slots per lane for %d steps", replay_dir, stored, needed, cfg.target_steps)
+        grow_replay(replay_dir, needed)
+    return max(needed, stored)
 
 
 def _next_multiple(step: int, every: int) -> int:

@@ -19,10 +19,10 @@ def test_flare_neck_sees_the_newest_latent_beside_the_differences_between_frames
     out = neck(maps)
     assert out.shape == (4, 16)
     # By hand: z_i per frame, then [z_2, z_2 - z_1, z_1 - z_0] through the shared conv and projection.
-    conv = torch.nn.Conv2d(8, 4, kernel_size=1)  # the per-frame layer is a 1x1 convolution
-    conv.weight.data = neck.per_frame[0].weight.data.view(4, 8, 1, 1)
-    conv.bias.data = neck.per_frame[0].bias.data
-    z = [torch.relu(conv(maps[:, i])) for i in range(3)]
+    linear = neck.per_frame[0]
+    assert isinstance(linear, torch.nn.Linear)
+    weight = linear.weight.detach().view(4, 8, 1, 1)  # the per-frame layer is a 1x1 convolution
+    z = [torch.relu(torch.nn.functional.conv2d(maps[:, i], weight, linear.bias)) for i in range(3)]
     stacked = torch.cat([z[2], z[2] - z[1], z[1] - z[0]], dim=1)
     assert torch.allclose(out, neck.project(neck.conv(stacked).flatten(1)), atol=1e-6)
 

@@ -186,3 +186,76 @@ def test_a_replay_of_maps_saved_channels_first_is_rewritten_by_cell_on_resume(tm
 def test_a_replay_of_maps_needs_maps():
     with pytest.raises(ValueError, match=r"needs frames \(C, h, w\); got frame_shape \(4,\)"):
         ReplayLayout(1, 10, (4,), "float16", 0, 1, 1, maps=True)
+
+
+def _every_transition(replay, only=None):
+    """Every valid (lane, step) of the replay (or those of ``only``) and the batch gathered at them."""
+    if only is None:
+        lanes = np.repeat(np.arange(replay.layout.lanes), int(replay.heads.max()))
+        steps = np.tile(np.arange(int(replay.heads.max())), replay.layout.lanes)
+    else:
+        lanes, steps = only
+    ok = replay._valid_start(lanes, steps)
+    return lanes[ok], steps[ok], replay._gather(lanes[ok], steps[ok])
+
+
+@pytest.mark.parametrize("maps", [False, True])
+def test_a_grown_replay_keeps_every_transition_where_the_checkpoint_expects_it(tmp_path, maps):
+    from train.replay import grow_replay, stored_capacity
+
+    shape = (2, 3, 3) if maps else (4,)
+    layout = ReplayLayout(2, 9, shape, "float16", proprio_dim=2, action_dim=1, history=3, maps=maps)
+    replay = Replay(layout, 2, 0.5, tmp_path / "replay")
+    rng = np.random.default_rng(0)
+    replay.start_episodes(np.array([0, 1]), rng.standard_normal((2, *shape)).astype(np.float16), np.zeros((2, 2)))
+    for i in range(14):  # the 9-slot ring wraps: the oldest steps are gone
+        ended = np.array([i == 6, False])
+        frames = rng.standard_normal((2, *shape)).astype(np.float16)
+        step = np.full((2, 2), i, np.float32)
+        replay.add_steps(step[:, :1], step[:, 0], ended, frames, step)
+        if ended[0]:
+            replay.start_episodes(np.array([0]), rng.standard_normal((1, *shape)).astype(np.float16), np.zeros((1, 2)))
+    before = _every_transition(replay)
+    state = replay.state()
+    replay.flush()
+    del replay
+    grow_replay(tmp_path / "replay", 30)
+    assert stored_capacity(tmp_path / "replay") == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay"]  # nothing half-written left beside it
+    grown = Replay(dataclasses.replace(layout, capacity_per_lane=30), 2, 0.5, tmp_path / "replay", resume=True)
+    grown.load_state(state)
+    after = _every_transition(grown, only=before[:2])
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])  # every one still there
+    for field in before[2]._fields:  # and the same, frame history and n-step return included
+        assert np.array_equal(getattr(before[2], field), getattr(after[2], field)), field
+    # The small ring held back, per lane, the step whose history starts in the slot written next; the
+    # grown one keeps that slot, so it may offer that one more, and never one whose history is gone.
+    extra = len(_every_transition(grown)[1]) - len(before[1])
+    assert 0 <= extra <= layout.lanes
+    # It goes on writing without overwriting anything for 30 slots.
+    for _ in range(10):
+        grown.add_steps(np.zeros((2, 1), np.float32), np.zeros(2), np.zeros(2, bool),
+                        np.zeros((2, *shape), np.float16), np.zeros((2, 2), np.float32))  # fmt: skip
+    assert set(before[1]) <= set(_every_transition(grown)[1])
+    with pytest.raises(ValueError, match="never shrunk"):
+        grow_replay(tmp_path / "replay", 20)
+
+
+def test_a_growth_interrupted_by_a_kill_is_finished_or_undone(tmp_path):
+    from train.replay import recover_replay, stored_capacity
+
+    replay = _replay(capacity=9, directory=tmp_path / "replay")
+    _episode(replay, [1.0] * 5, terminal=True)
+    replay.flush()
+    del replay
+    growing, old = tmp_path / "replay.growing", tmp_path / "replay.old"
+    growing.mkdir()
+    (growing / "slot_step.npy").write_bytes(b"half written")
+    recover_replay(tmp_path / "replay")  # killed while writing: the new files go, the old replay stays
+    assert not growing.exists() and stored_capacity(tmp_path / "replay") == 9
+    (tmp_path / "replay").rename(old)
+    recover_replay(tmp_path / "replay")  # killed between the two renames: the old replay comes back
+    assert not old.exists() and stored_capacity(tmp_path / "replay") == 9
+    old.mkdir()
+    recover_replay(tmp_path / "replay")  # killed after the swap: only the old directory's removal was left
+    assert not old.exists() and stored_capacity(tmp_path / "replay") == 9

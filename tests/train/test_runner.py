@@ -21,6 +21,7 @@ from pipeline.demo_report import training_line
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import SACConfig, TrainConfig
 from train.envs import make_env
+from train.replay import stored_capacity
 from train.run_files import CHECKPOINT_NAME
 from train.runner import TrainingStopped, run
 from train.teacher import policy_from_checkpoint
@@ -84,7 +85,7 @@ def test_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
         run(TrainConfig(resume=True, run_dir=tmp_path / "empty"))
 
 
-def test_a_finished_run_resumed_with_more_steps_keeps_its_replay_and_goes_on(tmp_path):
+def test_a_finished_run_resumed_with_more_steps_grows_its_replay_and_goes_on(tmp_path):
     cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_episodes=1,
                       eval_every=100_000, video=False, run_dir=tmp_path / "r")  # fmt: skip
     run(cfg)
@@ -93,15 +94,21 @@ def test_a_finished_run_resumed_with_more_steps_keeps_its_replay_and_goes_on(tmp
     first = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
     capacity = first["replay_capacity_per_lane"]
     assert capacity == 2 * 60 + 2
-    # Twice the steps, then again from an older checkpoint without the saved capacity.
+    # Twice the steps: the replay grows to hold them all, as a 120-step run's would.
     summary = run(dataclasses.replace(cfg, steps=120, resume=True))
     assert summary["steps"] == 120 and summary["resumed_at_step"] == 60
     payload = load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)
-    assert payload["replay_capacity_per_lane"] == capacity  # the files keep their size; the oldest go first
+    assert payload["replay_capacity_per_lane"] == stored_capacity(tmp_path / "r" / "replay") == 2 * 120 + 2
+    # Again from an older checkpoint without the saved capacity: the files say it.
     del payload["replay_capacity_per_lane"]
-    payload["config"]["steps"] = 60  # as the run began: older checkpoints are sized from it
     torch.save(payload, tmp_path / "r" / CHECKPOINT_NAME)
     assert run(dataclasses.replace(cfg, steps=150, resume=True))["steps"] == 150
+    assert stored_capacity(tmp_path / "r" / "replay") == 2 * 150 + 2
+    # A replay capped by --replay-capacity stays capped when the run goes on.
+    capped = dataclasses.replace(cfg, replay_capacity=50, run_dir=tmp_path / "capped")
+    run(capped)
+    run(dataclasses.replace(capped, steps=120, resume=True))
+    assert stored_capacity(tmp_path / "capped" / "replay") == 50 + 2
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
