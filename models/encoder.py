@@ -44,9 +44,9 @@ class FrozenEncoder(nn.Module):
             # (timm resamples pretrained position embeddings to the new grid as it loads them).
             try:
                 backbone = create_timm_model(config.name, config.weights, img_size=self.input_size)
+            except WeightsError:
+                raise
             except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-                if isinstance(exc, WeightsError):
-                    raise
                 raise ValueError(
                     f"{config.name} takes {native}x{native} images and cannot be built for encoder.input_size "
                     f"{self.input_size} ({exc}); set encoder.input_size to {native} or a size it accepts"

@@ -42,12 +42,11 @@ class TrainableStage(nn.Module):
         # (batch 256, 2 threads; python -m bench.update_precision --heads finetune).
         self.blocks = blocks.to(memory_format=torch.channels_last)
         self.blocks.requires_grad_(train_weights)
-        self.train_weights = train_weights
         self.update_statistics = update_statistics
         self.train(self.training)  # a new module is in training mode: BatchNorm trains only with update_statistics
 
     def train(self, mode: bool = True) -> TrainableStage:
-        """Weights follow ``train_weights``; BatchNorm trains only with ``update_statistics`` (see the class)."""
+        """Only BatchNorm can change mode here, and only with ``update_statistics`` (see the class)."""
         super().train(mode)
         self.blocks.eval()
         if mode and self.update_statistics:
