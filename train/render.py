@@ -3,7 +3,10 @@
 We render with ``mujoco.Renderer`` on the environment's own model instead of gymnasium's
 ``render()``: gymnasium's offscreen viewer makes its GL context current only when it is created, so
 with several rendering environments in one process frames silently come from the wrong context
-(black or foreign frames). ``mujoco.Renderer`` makes its own context current on every render.
+(black or foreign frames). ``mujoco.Renderer`` makes its own context current on every render. It
+does not do so when it is freed, though: its ``close()`` (also run by the garbage collector) frees
+its MuJoCo render context in whatever GL context is current, which deletes the buffers of *another*
+renderer; that one then returns garbage frames. :class:`_OwnContextRenderer` makes its own context current first.
 Headless GL is chosen in ``train/__init__.py`` (``MUJOCO_GL=egl``), before mujoco is imported.
 """
 
@@ -71,6 +74,24 @@ def model_camera_index(model: mujoco.MjModel, camera: int | str) -> int:
     return index
 
 
+class _OwnContextRenderer(mujoco.Renderer):
+    """``mujoco.Renderer`` whose ``close()`` (and so its finaliser) frees its GL objects in its own context.
+
+    mujoco 3.x frees the render context's framebuffers and textures by name in the current GL
+    context; when another renderer drew last, those names are that renderer's, and its next frames are
+    garbage. Making this renderer's context current before freeing confines the deletion to it.
+    """
+
+    def close(self) -> None:
+        gl_context = getattr(self, "_gl_context", None)
+        if gl_context is not None and getattr(self, "_mjr_context", None) is not None:
+            try:
+                gl_context.make_current()
+            except Exception:  # the context is gone (interpreter shutdown): nothing to free in it
+                self._mjr_context = None
+        super().close()
+
+
 class FrameRenderer:
     """Renders RGB frames of ``model``'s state from a configured camera.
 
@@ -87,7 +108,7 @@ class FrameRenderer:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
         model.vis.global_.offheight = max(model.vis.global_.offheight, size)
         try:
-            self._renderer: mujoco.Renderer | None = mujoco.Renderer(model, height=size, width=size)
+            self._renderer: mujoco.Renderer | None = _OwnContextRenderer(model, height=size, width=size)
         except mujoco.FatalError as exc:
             raise RuntimeError(
                 f"MuJoCo could not create an OpenGL context ({exc}). MUJOCO_GL is "
