@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+import weakref
 
 import mujoco
 import numpy as np
@@ -74,13 +76,24 @@ def model_camera_index(model: mujoco.MjModel, camera: int | str) -> int:
     return index
 
 
+_last_rendered = threading.local()
+"""``.renderer``: a weak reference to the renderer that last drew on this thread (its context is current)."""
+
+
 class _OwnContextRenderer(mujoco.Renderer):
     """``mujoco.Renderer`` whose ``close()`` (and so its finaliser) frees its GL objects in its own context.
 
     mujoco 3.x frees the render context's framebuffers and textures by name in the current GL
     context; when another renderer drew last, those names are that renderer's, and its next frames are
-    garbage. Making this renderer's context current before freeing confines the deletion to it.
+    garbage. This renderer makes its own context current before freeing, and afterwards makes current
+    again the context of the renderer that last drew on this thread: the garbage collector may run a
+    finaliser in the middle of that renderer's ``render()``, between its making its context current
+    and its drawing.
     """
+
+    def render(self, *, out: np.ndarray | None = None) -> np.ndarray:
+        _last_rendered.renderer = weakref.ref(self)
+        return super().render(out=out)
 
     def close(self) -> None:
         gl_context = getattr(self, "_gl_context", None)
@@ -90,6 +103,10 @@ class _OwnContextRenderer(mujoco.Renderer):
             except Exception:  # the context is gone (interpreter shutdown): nothing to free in it
                 self._mjr_context = None
         super().close()
+        last = getattr(_last_rendered, "renderer", None)
+        drawing = last() if last is not None else None
+        if drawing is not None and drawing is not self and getattr(drawing, "_gl_context", None) is not None:
+            drawing._gl_context.make_current()
 
 
 class FrameRenderer:

@@ -147,6 +147,35 @@ def test_an_old_env_collected_without_closing_leaves_a_newer_one_rendering():
         new.close()
 
 
+def test_a_renderer_freed_while_another_draws_gives_that_one_its_context_back():
+    # The garbage collector may free an old renderer inside a newer one's render(), after the newer
+    # one made its context current and before it draws. The old one must leave that context current.
+    import mujoco
+
+    from train.presets import get_preset
+    from train.render import FrameRenderer
+
+    preset = get_preset("reacher")
+    model = mujoco.MjModel.from_xml_path(make_env("reacher", "state").unwrapped.fullpath)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    old = FrameRenderer(model, 64, preset.camera, "fast")
+    new = FrameRenderer(model, 64, preset.camera, "fast")
+    try:
+        reference = new.render(data)
+        old.close()  # what a finaliser would do inside the next render
+        inner = new._renderer  # draw as mujoco.Renderer.render does after make_current, without it
+        assert inner is not None
+        inner.update_scene(data, camera=new._camera)
+        frame = np.empty_like(reference)
+        mujoco.mjr_render(inner._rect, inner.scene, inner._mjr_context)
+        mujoco.mjr_readPixels(frame, None, inner._rect, inner._mjr_context)
+        assert np.array_equal(np.flipud(frame), reference)
+    finally:
+        old.close()
+        new.close()
+
+
 def test_proprio_is_the_robots_own_joints_and_withholds_the_pole():
     pixels = make_env("inverted_pendulum", "pixels")
     state = make_env("inverted_pendulum", "state")
