@@ -156,7 +156,9 @@ def test_a_renderer_freed_while_another_draws_gives_that_one_its_context_back():
     from train.render import FrameRenderer
 
     preset = get_preset("reacher")
-    model = mujoco.MjModel.from_xml_path(make_env("reacher", "state").unwrapped.fullpath)
+    env = make_env("reacher", "state")
+    model = env.unwrapped.model  # type: ignore[attr-defined]
+    env.close()
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
     old = FrameRenderer(model, 64, preset.camera, "fast")
