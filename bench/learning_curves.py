@@ -4,9 +4,9 @@ Methods: ``frozen`` (frozen-timm pixels without augmentation, ``--sac.feature-sh
 until 2026-12-01, and the run directories of that name), ``frozen-shift`` (the same with DrQ's random
 shift of the stored feature maps by one cell: today's default), ``frozen-shift-half`` (that on
 DrQ-v2's schedule, one update every second step), ``scratch`` (the DrQ-v2 encoder trained end to end)
-and ``state``; and issue 16's levers on top of ``frozen-shift-half``: ``-n3`` (n-step 3), ``-lite2``
-(EfficientNet-Lite2), ``-stage3`` (a later stage), ``-flare`` (FLARE's neck) and ``-pieg`` (PIE-G's
-BatchNorm statistics).
+and ``state``; and issue 16's levers on top of ``frozen-shift-half``: ``frozen-half`` (no feature
+shift), ``-n3`` (n-step 3), ``-lite2`` (EfficientNet-Lite2), ``-stage3`` (a later stage), ``-flare``
+(FLARE's neck) and ``-pieg`` (PIE-G's BatchNorm statistics).
 
 A thin user of ``agent-runtime sweep`` (``train.sweep``): every (task, method, seed) is a trial there,
 a run directory ``<out>/<task>-<method>-s<seed>``, trained on Ray Tune as many at a time as the
@@ -52,6 +52,8 @@ METHODS: dict[str, tuple[Override, ...]] = {
     # Issue 16's levers, each on top of frozen-shift-half: n-step 3 (DrQ-v2's), a larger offline
     # encoder (EfficientNet-Lite2, PIE-G's idea of a bigger ImageNet model cut early), a later stage,
     # FLARE's latent flow.
+    # ... and the feature shift taken away (the lever "feature shift", read backwards).
+    "frozen-half": (("sac.feature_shift", "0"), ("updates_per_step", "0.5")),
     "frozen-shift-half-n3": (("sac.feature_shift", "1"), ("updates_per_step", "0.5"), ("n_step", "3")),
     "frozen-shift-half-lite2": (
         ("sac.feature_shift", "1"),

@@ -6,6 +6,7 @@ import json
 import sys
 
 from bench import dmc_levers
+from bench.learning_curves import METHODS
 
 
 def _run(out, name, evals, finished=True):
@@ -33,3 +34,11 @@ def test_report_pairs_each_lever_with_the_base_of_its_seed(tmp_path, monkeypatch
     assert "| frozen-shift-half-stage3 | 1 | 100,000 | not reached | 350.0 | - | 300.0..400.0 |" in printed
     assert "frozen-shift-half-flare" not in printed.split("plot:")[0]  # no run: no row
     assert (levers / "levers_dmc_cartpole_swingup.png").stat().st_size > 0
+
+
+def test_each_lever_changes_one_setting_of_the_base():
+    base = dict(METHODS[dmc_levers.BASE])
+    for lever in dmc_levers.LEVERS:
+        changes = dict(METHODS[lever])
+        changed = {k for k in base.keys() | changes.keys() if base.get(k) != changes.get(k)}
+        assert len(changed) == 1, (lever, changed)
