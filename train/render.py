@@ -100,7 +100,9 @@ class _OwnContextRenderer(mujoco.Renderer):
         if gl_context is not None and getattr(self, "_mjr_context", None) is not None:
             try:
                 gl_context.make_current()
-            except Exception:  # the context is gone (interpreter shutdown): nothing to free in it
+            except Exception:
+                # The context is gone (interpreter shutdown) or current on another thread (EGL allows
+                # one): leave its objects to the context's own destruction rather than free another's.
                 self._mjr_context = None
         super().close()
         last = getattr(_last_rendered, "renderer", None)
