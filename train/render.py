@@ -6,12 +6,14 @@ with several rendering environments in one process frames silently come from the
 (black or foreign frames). ``mujoco.Renderer`` makes its own context current on every render. It
 does not do so when it is freed, though: its ``close()`` (also run by the garbage collector) frees
 its MuJoCo render context in whatever GL context is current, which deletes the buffers of *another*
-renderer; that one then returns garbage frames. :class:`_OwnContextRenderer` makes its own context current first.
+renderer; that one then returns garbage frames. :class:`_OwnContextRenderer` makes its own context current first,
+and closes renderers still open at exit before mujoco terminates the EGL display.
 Headless GL is chosen in ``train/__init__.py`` (``MUJOCO_GL=egl``), before mujoco is imported.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import threading
@@ -76,6 +78,17 @@ def model_camera_index(model: mujoco.MjModel, camera: int | str) -> int:
     return index
 
 
+_live_renderers: weakref.WeakSet[_OwnContextRenderer] = weakref.WeakSet()
+"""Renderers not yet closed: closed at exit, before mujoco's own exit handler terminates the EGL display."""
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_live_renderers() -> None:
+    for renderer in list(_live_renderers):
+        renderer.close()
+
+
 _last_rendered = threading.local()
 """``.renderer``: a weak reference to the renderer that last drew on this thread (its context is current)."""
 
@@ -91,6 +104,18 @@ class _OwnContextRenderer(mujoco.Renderer):
     and its drawing.
     """
 
+    def __init__(self, model: mujoco.MjModel, height: int, width: int) -> None:
+        global _exit_hook_registered
+        super().__init__(model, height=height, width=width)
+        # mujoco registers its EGL display's termination at exit when it creates its first context;
+        # registered after that, this hook runs first (atexit is last in, first out), so a renderer
+        # still open at exit frees its objects while the display is alive instead of failing noisily.
+        with _exit_hook_lock:
+            if not _exit_hook_registered:
+                atexit.register(_close_live_renderers)
+                _exit_hook_registered = True
+        _live_renderers.add(self)
+
     def render(self, *, out: np.ndarray | None = None) -> np.ndarray:
         _last_rendered.renderer = weakref.ref(self)
         return super().render(out=out)
@@ -104,6 +129,7 @@ class _OwnContextRenderer(mujoco.Renderer):
                 # The context is gone (interpreter shutdown) or current on another thread (EGL allows
                 # one): leave its objects to the context's own destruction rather than free another's.
                 self._mjr_context = None
+        _live_renderers.discard(self)
         super().close()
         last = getattr(_last_rendered, "renderer", None)
         drawing = last() if last is not None else None

@@ -267,6 +267,48 @@ def test_vector_env_in_processes_gives_batched_named_frames():
         envs.close()
 
 
+def test_an_env_drawn_on_another_thread_closes_here_and_leaves_this_one_rendering():
+    # The garbage collector runs finalisers on whichever thread it happens on: an env drawn on a
+    # worker thread may be freed on the main thread, or while its context is current on a live thread.
+    import threading
+
+    here = make_env("reacher", "pixels")
+    envs: dict[str, object] = {}
+    drawn, release = threading.Event(), threading.Event()
+
+    def draw_and_hold() -> None:
+        env = make_env("reacher", "pixels")
+        env.reset(seed=0)
+        envs["env"] = env
+        drawn.set()
+        release.wait(60)  # its context stays current on this live thread until released
+
+    worker = threading.Thread(target=draw_and_hold)
+    worker.start()
+    try:
+        assert drawn.wait(60)
+        here.reset(seed=0)
+        other = envs.pop("env")
+        other.close()  # type: ignore[attr-defined]
+        del other
+        gc.collect()
+        frames = [here.step(here.action_space.sample())[0]["pixels"][..., -3:] for _ in range(3)]
+        assert all(_lit_fraction(f) > 0.5 for f in frames)
+    finally:
+        release.set()
+        worker.join(60)
+        here.close()
+
+
+def test_an_env_left_open_at_exit_is_freed_quietly():
+    # mujoco terminates the EGL display at exit; a renderer freed after that printed
+    # "Exception ignored ... EGLError". Ours are closed first.
+    code = "import train\nfrom train.envs import make_env\nenv = make_env('reacher', 'pixels'); env.reset(seed=0)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Exception ignored" not in done.stderr and "EGLError" not in done.stderr, done.stderr[-2000:]
+
+
 def test_importing_mujoco_first_without_egl_gives_a_clear_error():
     code = "import mujoco\nfrom train.envs import make_env\nmake_env('reacher', 'pixels')\n"
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
