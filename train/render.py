@@ -80,6 +80,8 @@ def model_camera_index(model: mujoco.MjModel, camera: int | str) -> int:
 
 _live_renderers: weakref.WeakSet[_OwnContextRenderer] = weakref.WeakSet()
 """Renderers not yet closed: closed at exit, before mujoco's own exit handler terminates the EGL display."""
+_unreleasable: list[mujoco.MjrContext] = []
+"""Render contexts that no safe GL context could be made for: kept, so their finalisers never run."""
 _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
 
@@ -127,14 +129,43 @@ class _OwnContextRenderer(mujoco.Renderer):
                 gl_context.make_current()
             except Exception:
                 # The context is gone (interpreter shutdown) or current on another thread (EGL allows
-                # one): leave its objects to the context's own destruction rather than free another's.
-                self._mjr_context = None
+                # one): its objects die with the context itself, and must not be freed here.
+                self._release_render_context_elsewhere()
         _live_renderers.discard(self)
         super().close()
         last = getattr(_last_rendered, "renderer", None)
         drawing = last() if last is not None else None
         if drawing is not None and drawing is not self and getattr(drawing, "_gl_context", None) is not None:
             drawing._gl_context.make_current()
+
+    def _release_render_context_elsewhere(self) -> None:
+        """Drop the MuJoCo render context without freeing its GL objects in the current GL context.
+
+        Dropping an ``MjrContext`` frees its framebuffers and textures *by name* in whatever context
+        is current: done plainly here, it would delete the objects of the renderer that drew last on
+        this thread (measured: that renderer's next frames were garbage). So it is dropped while a
+        scratch context is current, where those names name nothing; its own objects go when its own
+        GL context is destroyed. If no scratch context can be made (interpreter shutdown), the render
+        context is kept referenced for the life of the process instead.
+        """
+        mjr_context: mujoco.MjrContext | None = getattr(self, "_mjr_context", None)
+        self._mjr_context = None
+        if mjr_context is None:
+            return
+        try:
+            scratch = mujoco.GLContext(1, 1)
+        except Exception:
+            _unreleasable.append(mjr_context)
+            return
+        try:
+            scratch.make_current()
+        except Exception:
+            _unreleasable.append(mjr_context)
+        else:
+            mjr_context.free()
+        finally:
+            del mjr_context  # the last reference, if kept nowhere: its finaliser runs while scratch is current
+            scratch.free()
 
 
 class FrameRenderer:
