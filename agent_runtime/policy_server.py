@@ -269,12 +269,13 @@ class PolicyServer:
             request = protocol.decode(body, self._cap, protocol.REQUEST_TYPES)
             self.stats.requests[request.type] += 1
             if request.type == protocol.ACT:
+                deadline_s = protocol.act_deadline_s(request)  # a header field: checked before the arrays
                 protocol.check_observation(self._spec, request.arrays, request)
                 # The deadline counts from the request's send, less the estimated queueing delay (read
                 # in wall-clock time, the client's clock): under overload, requests that waited out
                 # their budget in the socket are refused without inference instead of answered late.
                 queued_s = self._queue_delay.observe(route[0], request.client_time_s, time.time())
-                expires = received - queued_s + protocol.act_deadline_s(request)
+                expires = received - queued_s + deadline_s
                 return _Act(route, request, received, expires)
             self._reply(sock, route, self._answer(request), received)
         except ProtocolError as exc:
@@ -407,7 +408,10 @@ class PolicyServer:
         if len(frames[0]) > protocol.MAX_HEADER_BYTES:  # no client could read it; only echoed text can do this
             log.error("a %s reply's header came to %d bytes; sent an error instead", kind, len(frames[0]))
             message = f"the reply's header would be over {protocol.MAX_HEADER_BYTES} bytes"
-            frames = protocol.encode(protocol.make_error(Code.TOO_LARGE, message, request_id, client_time_s))
+            substitute = protocol.make_error(
+                Code.TOO_LARGE, message, request_id, client_time_s, timing={"server_us": timing["server_us"]}
+            )
+            frames = protocol.encode(substitute)
         # A ROUTER never blocks on send: a reply to a robot that has gone, or whose queue is full, is dropped.
         send_frames(sock, [*route, *frames])
 

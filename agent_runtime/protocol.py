@@ -90,7 +90,7 @@ class Code:
     SPEC_MISMATCH = "spec_mismatch"
     """A hello carried a robot spec that is incompatible with the served policy's."""
     DEADLINE_EXPIRED = "deadline_expired"
-    """An act request's deadline passed before its inference could start; it was not run."""
+    """An act request's deadline would pass before its inference finished; it was not run."""
     POLICY_ERROR = "policy_error"
     """The inference backend failed or returned an action that is not finite or has the wrong shape."""
 
@@ -119,8 +119,16 @@ def excerpt(value: Any) -> str:
 
 
 def clip(text: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
-    """``text``, cut to ``limit`` characters with a note of its full length if it is longer."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters in all)"
+    """``text`` if it fits in ``limit`` characters, else its start and a note of its full length.
+
+    The result, note included, is never longer than ``limit``: the documented caps are hard.
+    """
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text)} characters in all)"
+    if len(note) >= limit:
+        return text[:limit]
+    return text[: limit - len(note)] + note
 
 
 def as_text(value: Any) -> str:

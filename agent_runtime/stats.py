@@ -46,12 +46,15 @@ class LatencyWindow:
         return float(np.percentile(self.values(), q))
 
     def summary_ms(self) -> dict[str, float]:
-        """``{"p50_ms", "p99_ms", "max_ms", "count"}``; percentiles over the window, max over all time."""
+        """``{"p50_ms", "p99_ms", "max_ms", "count"}``; percentiles over the window, max over all time.
+
+        ``count`` (all time) is an int; the others are floats, NaN before the first value.
+        """
         return {
             "p50_ms": self.percentile_s(50) * 1e3,
             "p99_ms": self.percentile_s(99) * 1e3,
             "max_ms": self.max_s * 1e3 if self.count else float("nan"),
-            "count": float(self.count),
+            "count": self.count,
         }
 
 

@@ -225,6 +225,16 @@ def test_an_error_reply_never_outgrows_the_header_cap():
     assert len(header_frame) < protocol.MAX_HEADER_BYTES
     assert protocol.decode([header_frame], CAP).error == (Code.MALFORMED, reply.fields["message"])
     assert reply.fields["message"].endswith("... (65536 characters in all)")
+    assert len(reply.fields["message"]) == protocol.MAX_ERROR_MESSAGE_CHARS  # the documented cap, note included
+
+
+@pytest.mark.parametrize("length", [0, 1, 255, 256, 257, 300, 10_000])
+@pytest.mark.parametrize("limit", [8, 64, 256, 2048])
+def test_clipped_text_never_exceeds_its_cap(length: int, limit: int):
+    text = "x" * length
+    clipped = protocol.clip(text, limit)
+    assert len(clipped) <= limit
+    assert clipped == text if length <= limit else clipped.startswith("x")
 
 
 def test_a_hostile_error_reply_reads_as_short_text():

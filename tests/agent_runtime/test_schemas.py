@@ -93,6 +93,11 @@ CHANGES = [
     ("provenance.policy", None, True),
     ("provenance.task_preset_sha256", _DELETE, True),
     ("provenance.task_preset_sha256", "abc", True),
+    ("provenance.task_preset_sha256", None, True),
+    ("action_chunk", None, True),  # the same as absent
+    ("action_chunk", {"horizon": 4, "period_s": 0.02}, True),
+    ("action_chunk", {"horizon": 1, "period_s": 0.02}, False),
+    ("action_chunk", {"horizon": 4}, False),
     ("provenance.unknown", "x", False),
     ("provenance.env_id", _DELETE, False),
     ("unknown", 1, False),

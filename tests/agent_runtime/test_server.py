@@ -182,6 +182,8 @@ BAD_REQUESTS: list[Any] = [
         11,
     ),
     ("bad deadline", act_frames(state_obs(0.0), deadline_ms=-5), Code.MALFORMED, 11),
+    # docs/protocol.md: header checks (deadline_ms among them) come before the observation checks
+    ("bad deadline and array missing", act_frames({}, deadline_ms="soon"), Code.MALFORMED, 11),
     ("hello with a broken spec", [header(type="hello", id=11, spec="{")], Code.MALFORMED, 11),
     # json.loads raises a plain ValueError for an int over Python's 4300-digit limit.
     ("hello with a spec over the int digit limit", [header(type="hello", id=11, spec="1" * 5000)], Code.MALFORMED, 11),
