@@ -15,6 +15,13 @@ held action. A source that keeps state across ticks (:class:`EpisodeAwareSource`
 chunked policy in :mod:`agent_runtime.chunks`) is told of each new episode after the reset, with the
 robot's first observation, within the reset's measured time. Misses are logged at most once per 10 s per
 kind, so a server that is down or serves another spec does not flood the log at the control rate.
+
+Misses are the policy side's. The robot's own failures are not: an observation with a missing or
+extra entry, or a wrong type, dtype or shape, raises :class:`RobotObservationError` at once (it would
+miss every tick; NaN or Inf in a float entry is a miss, one bad reading). When the robot's
+``reset``, ``observe`` or ``apply`` raises, or the loop is interrupted, the loop applies the robot's
+safe action once (best effort), logs its statistics, and re-raises. The deadline counts from the
+tick, so the robot's ``observe`` spends part of the policy's budget.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 
 from agent_runtime.client import ClientError
 from agent_runtime.robot import Robot, SafeActionRobot
-from agent_runtime.spec import PolicySpec, SpecError, SpecMismatchError
+from agent_runtime.spec import ObservationError, PolicySpec, SpecError, SpecMismatchError
 from agent_runtime.stats import LatencyWindow, LogThrottle, format_counts
 
 log = logging.getLogger(__name__)
@@ -72,8 +79,10 @@ class LoopConfig:
     rate_hz: float = 50.0
     """Control rate: one observe/act/apply per period."""
     deadline_ms: float | None = None
-    """Time after each tick by which the policy's action must have arrived; otherwise the fallback is
-    applied then. Default: 80% of the period, leaving the rest for observe and apply."""
+    """Time after each tick by which the policy's action must have arrived (the robot's ``observe``
+    included); otherwise the fallback is applied then (a local policy is not interrupted: its late
+    action is dropped and the fallback applied when it returns). Default: 80% of the period, leaving
+    the rest for apply."""
     fallback: Fallback = "hold"
     """Action applied on a missed deadline: hold (the last policy action) or zero (clipped to the bounds)."""
     steps: int | None = None
@@ -84,7 +93,8 @@ class LoopConfig:
     realtime_priority: int | None = None
     """Run the loop's thread under Linux's SCHED_FIFO at this priority (1-99) for the loop's duration, so
     the kernel preempts other work for it when a tick is due. Needs CAP_SYS_NICE (root, or a granted
-    capability). Measured on a 2-core VM at 1 kHz: 4 late ticks in 20,000 against 30 without."""
+    capability). The robot's calls run under it too. Measured on a 2-core VM at 1 kHz over a minute
+(BENCHMARKS.md): 24 late ticks against 94 without."""
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_hz <= 10_000:
@@ -164,12 +174,12 @@ class LoopStats:
 
     def line(self) -> str:
         """One line for a log or a terminal."""
-        lat, jit = self.latency.summary_ms(), self.jitter.summary_ms()
+        lat, jit, rst = self.latency.summary_ms(), self.jitter.summary_ms(), self.reset_time.summary_ms()
         return (
             f"{self.steps} steps at {self.achieved_hz:.1f} Hz; "
             f"misses {self.misses} ({format_counts(self.miss_reasons)}), "
-            f"overruns {self.overruns}, resets {self.resets}; "
-            f"latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; "
+            f"overruns {self.overruns}, resets {self.resets} (p50 {rst['p50_ms']:.1f} ms, max {rst['max_ms']:.1f} ms); "
+            f"latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms; "
             f"jitter p50 {jit['p50_ms']:.3f} ms, p99 {jit['p99_ms']:.3f} ms, max {jit['max_ms']:.3f} ms"
         )
 
@@ -247,13 +257,44 @@ def _run(
     sleep: Callable[[float], None],
 ) -> LoopStats:
     spec = robot.spec
-    period, budget, dim = config.period_s, config.deadline_s, spec.action.dim
+    dim = spec.action.dim
     zero = spec.action.clip(np.zeros(dim, dtype=np.float32)).astype(np.float32)
     safe = zero
     if isinstance(robot, SafeActionRobot):
         safe = spec.action.clip(_checked_action(robot.safe_action(), dim)).astype(np.float32)
-    last_policy_action = safe
     stats = LoopStats()
+    try:
+        return _drive(robot, policy, config, stop, clock, sleep, stats, safe, zero)
+    except BaseException as exc:  # a robot failure, or an interrupt: leave the robot on its safe action
+        _stop_on_safe_action(robot, safe, exc, stats)
+        raise
+
+
+def _stop_on_safe_action(robot: Robot, safe: np.ndarray, exc: BaseException, stats: LoopStats) -> None:
+    """Apply the safe action once (best effort) as the loop stops on ``exc``, and log that it did."""
+    try:
+        robot.apply(safe.copy())
+    except BaseException as again:  # the robot is failing: log both; the caller raises the first
+        outcome = f"applying the robot's safe action then failed too ({again!r})"
+    else:
+        outcome = "applied the robot's safe action once"
+    log.error("the control loop stopped on %r and %s; at the stop: %s", exc, outcome, stats.line())
+
+
+def _drive(
+    robot: Robot,
+    policy: ActionSource,
+    config: LoopConfig,
+    stop: Callable[[], bool] | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    stats: LoopStats,
+    safe: np.ndarray,
+    zero: np.ndarray,
+) -> LoopStats:
+    spec = robot.spec
+    period, budget, dim = config.period_s, config.deadline_s, spec.action.dim
+    last_policy_action = safe
     log_miss = _MissLog(config.fallback, clock)
     limit = math.inf if config.duration_ticks is None else config.duration_ticks
     began = clock()
@@ -294,6 +335,7 @@ def _run(
         stats.jitter.add(max(0.0, now - tick))
         deadline = tick + budget
         observation = robot.observe()
+        _check_robot_observation(spec, observation)
         try:
             raw_action = policy.act(observation, deadline)
             received = clock()
@@ -310,20 +352,44 @@ def _run(
             last_policy_action = spec.action.clip(action).astype(np.float32)
             applied = last_policy_action
             stats.hits += 1
-        ended = bool(robot.apply(applied))  # a numpy bool too
+        ended = bool(robot.apply(applied.copy()))  # a fresh array each tick; a numpy bool too
         stats.steps += 1
         tick_index += 1
+        stats.elapsed_s = tick_index * period  # so far; exact at the end, below
     # The last tick's period ends at the next tick of the grid: a perfect loop's rate is exactly rate_hz.
     stats.elapsed_s = max(clock(), start + tick_index * period) - start
     return stats
+
+
+def _check_robot_observation(spec: PolicySpec, observation: Any) -> None:
+    """Raise :class:`RobotObservationError` if the robot's observation breaks the spec by more than its values.
+
+    A missing or unexpected entry, or a wrong type, dtype or shape, is the robot's bug and would miss
+    every tick: the loop stops at once with the reason. NaN or Inf in a float entry can be one bad
+    sensor reading: the tick misses (the policy refuses it) and the loop goes on.
+    """
+    try:
+        spec.check_observation(observation)
+    except ObservationError as exc:
+        if "NaN or Inf" not in str(exc):
+            raise RobotObservationError(
+                f"the robot's observe() does not match its spec: {exc}. Return exactly the spec's entries, "
+                "as numpy arrays of its dtypes and shapes (numpy's default float64 is not float32)"
+            ) from None
+
+
+class RobotObservationError(ObservationError):
+    """The robot's ``observe()`` returned entries, dtypes or shapes its spec does not state."""
 
 
 def _start_episode(robot: Robot, policy: ActionSource) -> None:
     """Tell an episode-aware source that an episode starts; its failure only costs the first ticks."""
     if not isinstance(policy, EpisodeAwareSource):
         return
+    observation = robot.observe()
+    _check_robot_observation(robot.spec, observation)
     try:
-        policy.start_episode(robot.observe())
+        policy.start_episode(observation)
     except Exception:  # the ticks that follow miss and take the fallback, as for any failing source
         log.exception("the action source could not start the episode; its first ticks may miss")
 

@@ -13,8 +13,14 @@ class Robot(Protocol):
     """A robot the control loop drives at a fixed rate.
 
     ``observe`` and ``apply`` are called once per control period each, so both must return well
-    within it. The loop clips every action to ``spec.action``'s bounds before ``apply``. ``reset`` may
-    take longer: the loop measures it and starts the next tick after it.
+    within it: the tick's deadline counts from the tick, so ``observe``'s time is inside the policy's
+    budget, and ``apply`` has what is left of the period. The loop clips every action to
+    ``spec.action``'s bounds before ``apply``. ``reset`` may take longer: the loop measures it and
+    starts the next tick after it.
+
+    If any of these methods raises (or the loop is interrupted), the loop applies the safe action
+    once (see :class:`SafeActionRobot`), logs its statistics and re-raises. When the loop returns
+    normally the robot keeps its last action: stopping the robot is the caller's.
     """
 
     @property
@@ -27,11 +33,20 @@ class Robot(Protocol):
         ...
 
     def observe(self) -> dict[str, np.ndarray]:
-        """The current observation: entry name to array, one sample, exactly as ``spec`` states."""
+        """The current observation: entry name to array, one sample, exactly as ``spec`` states.
+
+        Numpy arrays of the spec's dtypes and shapes (``float32``, not numpy's default ``float64``);
+        anything else stops the loop with :class:`~agent_runtime.loop.RobotObservationError`, while
+        NaN or Inf in a float entry only misses that tick. Called once per tick, and once more after
+        each ``reset`` when the action source keeps state across ticks (a chunked policy): it must
+        not change the robot's state (e.g. push a frame onto a history). Return new arrays each
+        time: arrays of 64 KiB or more are sent without a copy, so refilling one in place could
+        change a request still in flight.
+        """
         ...
 
     def apply(self, action: np.ndarray) -> bool | None:
-        """Apply one action, float32 (A,), already within the spec's bounds.
+        """Apply one action, float32 (A,), already within the spec's bounds (a fresh array each tick).
 
         Return ``True`` (any true value, a numpy bool included) when this action ended the robot's
         episode (a task done, a fall, a time limit): the loop then calls :meth:`reset` before its
@@ -53,5 +68,8 @@ class SafeActionRobot(Protocol):
     """
 
     def safe_action(self) -> np.ndarray:
-        """The safe action, float32 (A,), within the spec's bounds."""
+        """The safe action, float32 (A,), within the spec's bounds.
+
+        Read once, when the loop starts (before the first ``reset``), and used for the whole run.
+        """
         ...

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from agent_runtime.client import ClientConfig, DeadlineExceeded, PolicyClient
-from agent_runtime.loop import LoopConfig, control_rate, run_loop
+from agent_runtime.loop import LoopConfig, RobotObservationError, control_rate, run_loop
 from agent_runtime.spec import PolicySpec, SpecMismatchError
 from tests.agent_runtime.conftest import FakePolicy, running_server, state_obs, state_spec
 
@@ -215,6 +215,17 @@ class Returning:
         return value
 
 
+class Checking(Returning):
+    """Like :class:`Returning`, but refuses an observation off the spec, as every real source does."""
+
+    def __init__(self, default: Callable[[int], Any]) -> None:
+        super().__init__({}, default)
+
+    def act(self, observation: Mapping[str, np.ndarray], deadline: float) -> Any:
+        state_spec().check_observation(observation)
+        return super().act(observation, deadline)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -262,6 +273,100 @@ def test_an_exception_from_the_robot_is_not_swallowed():
     policy = ScriptedPolicy(clock, cost_s=lambda step: 0.001)
     with pytest.raises(OSError, match="motor driver gone"):
         run_loop(robot, policy, LoopConfig(rate_hz=100, steps=5), clock=clock, sleep=clock.sleep)
+    # As it stops, the loop applies the safe action (zero here) once more: the robot is left safe.
+    assert len(robot.applied) == 3
+    np.testing.assert_array_equal(robot.actions[-1], [0.0, 0.0])
+
+
+class SafeRobot(FakeRobot):
+    def safe_action(self) -> np.ndarray:
+        return np.array([0.5, -0.5], np.float32)
+
+
+@pytest.mark.parametrize("where", ["observe", "policy"])
+def test_an_interrupt_leaves_the_robot_on_its_safe_action(where, caplog):
+    clock = FakeClock()
+    robot = SafeRobot(clock)
+    observe = robot.observe
+
+    def observe_then_interrupt() -> dict[str, np.ndarray]:
+        if where == "observe" and len(robot.observed_at) == 2:
+            raise KeyboardInterrupt
+        return observe()
+
+    robot.observe = observe_then_interrupt  # type: ignore[method-assign]
+    policy = Returning(
+        {3: KeyboardInterrupt()} if where == "policy" else {}, default=lambda step: np.full(2, 0.1 * step, np.float32)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(robot, policy, LoopConfig(rate_hz=100, steps=10), clock=clock, sleep=clock.sleep)
+    np.testing.assert_allclose(robot.actions, [[0.1, 0.1], [0.2, 0.2], [0.5, -0.5]], rtol=1e-6)
+    assert "applied the robot's safe action once" in caplog.text and "2 steps" in caplog.text
+
+
+def test_a_robot_whose_apply_keeps_failing_raises_its_first_error(caplog):
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+
+    def always(step: int) -> None:
+        raise OSError(f"bus error {step}")
+
+    robot.on_apply = always
+    with pytest.raises(OSError, match="bus error 1"):
+        run_loop(robot, ScriptedPolicy(clock, cost_s=lambda step: 0.001), LoopConfig(rate_hz=100, steps=5),
+                 clock=clock, sleep=clock.sleep)  # fmt: skip
+    assert "applying the robot's safe action then failed too" in caplog.text and "bus error 2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("observation", "reason"),
+    [
+        pytest.param({"state": np.zeros(3)}, "dtype float64", id="float64"),
+        pytest.param({"state": np.zeros(4, np.float32)}, "shape", id="shape"),
+        pytest.param({}, "missing 'state'", id="missing"),
+        pytest.param({"state": [0.0, 0.0, 0.0]}, "is a list", id="list"),
+    ],
+)
+def test_an_observation_off_the_spec_stops_the_loop_naming_the_problem(observation, reason):
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    robot.observe = lambda: observation  # type: ignore[method-assign]
+    with pytest.raises(RobotObservationError, match=re.escape(reason)):
+        run_loop(robot, ScriptedPolicy(clock, cost_s=lambda step: 0.001), LoopConfig(rate_hz=100, steps=5),
+                 clock=clock, sleep=clock.sleep)  # fmt: skip
+    assert len(robot.applied) == 1  # only the safe action as it stopped
+
+
+def test_a_non_finite_observation_misses_its_tick_and_the_loop_goes_on():
+    clock = FakeClock()
+    robot = FakeRobot(clock)
+    observe = robot.observe
+
+    def sometimes_nan() -> dict[str, np.ndarray]:
+        obs = observe()
+        if len(robot.observed_at) == 2:
+            obs["state"][1] = np.nan
+        return obs
+
+    robot.observe = sometimes_nan  # type: ignore[method-assign]
+    policy = Checking(default=lambda step: np.full(2, 0.1 * step, np.float32))
+    stats = run_loop(robot, policy, LoopConfig(rate_hz=100, steps=4), clock=clock, sleep=clock.sleep)
+    assert stats.misses == 1 and stats.hits == 3 and stats.steps == 4
+
+
+def test_the_robot_gets_a_fresh_action_array_every_tick():
+    clock = FakeClock()
+    received: list[np.ndarray] = []
+
+    class Scribbler(FakeRobot):
+        def apply(self, action: np.ndarray) -> None:
+            received.append(action.copy())
+            action[:] = 99.0  # a robot that writes into its input must not change what the loop holds
+
+    robot = Scribbler(clock)
+    policy = Returning({2: RuntimeError("x"), 3: RuntimeError("y")}, default=lambda step: np.full(2, 0.5, np.float32))
+    run_loop(robot, policy, LoopConfig(rate_hz=100, steps=4), clock=clock, sleep=clock.sleep)
+    np.testing.assert_array_equal(np.array(received), np.full((4, 2), 0.5, np.float32))  # held, unscribbled
 
 
 def test_a_persistent_spec_mismatch_is_logged_naming_the_field_then_rate_limited(caplog):
