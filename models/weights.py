@@ -31,8 +31,7 @@ def create_timm_model(name: str, weights: str = "auto", **model_args: Any) -> nn
         WeightsError: unknown model, no embedded weights for it, hub unreachable, or a file that
             does not exist or does not fit the model.
     """
-    if name not in timm.list_models():
-        raise WeightsError(f"timm has no model called {name!r}; see timm.list_models()")
+    _check_name(name, weights)
     if weights == "auto":
         weights = "embedded" if name in EMBEDDED else "hub"
     if weights == "none":
@@ -100,3 +99,17 @@ def _load_in_order(model: nn.Module, source: dict[str, torch.Tensor], origin: st
         mapped[dst] = got
     model.load_state_dict(mapped)
     return model
+
+
+def _check_name(name: str, weights: str) -> None:
+    """Refuse a name timm does not know: an unknown architecture, or a pretrained tag it does not have.
+
+    Names may carry timm's pretrained tag (``resnet18.a1_in1k``), as ``timm.list_models(pretrained=True)``
+    prints them; a tag only matters when weights are loaded from the hub.
+    """
+    if not timm.is_model(name):
+        raise WeightsError(f"timm has no model called {name!r}; see timm.list_models()")
+    if "." in name and weights == "hub" and name not in timm.list_pretrained(name):
+        arch = name.split(".", 1)[0]
+        tags = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
+        raise WeightsError(f"timm has no pretrained weights {name!r}; those of {arch} are: {tags}")

@@ -12,8 +12,9 @@ takes a preset name also takes the path of such a file (``--preset my_task.toml`
     preset file, so a v5 MuJoCo env can load the user's own MJCF.
 ``camera`` (required)
     a table: ``distance`` (m), ``elevation_deg``, ``azimuth_deg``, optional ``lookat`` ([x, y, z] m)
-    and ``track_body`` (a body of the model to follow); or ``model_camera`` alone, one of the
-    model's own cameras by index or name.
+    and ``track_body`` (a body of the model to follow; ``lookat`` is then the offset from its subtree
+    centre of mass); or ``model_camera`` alone (other camera fields beside it are refused), one of
+    the model's own cameras by index or name.
 ``proprio``
     the robot's own joint readings the policy gets beside the pixels, in order, each
     ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model). Default none.
@@ -31,7 +32,9 @@ Reading a file builds its env once (without rendering) to check it against the m
 joint, body or geom is reported with the model's own list, and the derived state names are checked
 against the env's real observations. ``preset_to_toml`` writes a preset back as canonical text
 (every field explicit, paths absolute); its SHA-256 is the preset's ``sha256``, so one task
-definition has one hash wherever its file lies. A run keeps that text as ``preset.toml``.
+definition has one hash wherever its file lies (an ``xml_file`` enters the text as its absolute
+path, and neither the MJCF's content nor an ``entry_point``'s code is hashed). A run keeps that text
+as ``preset.toml``.
 """
 
 from __future__ import annotations
@@ -401,10 +404,10 @@ class _Fields:
         if value is None:
             return ()
         ok = isinstance(value, list) and all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(s, str) and s for s in v) for v in value
+            isinstance(v, list) and len(v) == 2 and all(isinstance(s, str) for s in v) and v[0] for v in value
         )
-        if not ok:
-            raise self._wrong(name, 'a list of ["name", "unit"] pairs')
+        if not ok:  # a unit may be empty ("" for a dimensionless or mixed quantity, as dm_control's state)
+            raise self._wrong(name, 'a list of ["name", "unit"] pairs (a non-empty name; the unit may be "")')
         return tuple((v[0], v[1]) for v in value)
 
     def table(self, name: str, required: bool = False) -> dict[str, Any] | None:
@@ -429,6 +432,13 @@ def _camera(cam: _Fields, lookat: tuple[float, ...]) -> CameraConfig:
     if model_camera is not None:
         if isinstance(model_camera, bool) or not isinstance(model_camera, (int, str)) or model_camera == "":
             raise PresetFileError(f"{cam.where}: model_camera must be a camera index or name, got {model_camera!r}")
+        others = sorted(k for k in cam.data if k != "model_camera")
+        if others:
+            raise PresetFileError(
+                f"{cam.where}: model_camera stands alone (the model's camera sets its own pose), but "
+                f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} set beside it; remove "
+                f"{'it' if len(others) == 1 else 'them'}, or drop model_camera for a free camera"
+            )
         return CameraConfig(model_camera=model_camera)
     return CameraConfig(
         distance=cam.number("distance"),

@@ -66,6 +66,10 @@ def _camera(model: mujoco.MjModel, config: CameraConfig) -> mujoco.MjvCamera | i
             raise ValueError(f"camera track_body {config.track_body!r} is not a body of this model")
         camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         camera.trackbodyid = body_id
+        if any(config.lookat):
+            # MuJoCo's tracking camera looks at the body's subtree centre of mass and overwrites
+            # lookat; an offset needs a free camera moved with the body at each frame (FrameRenderer).
+            camera.type = mujoco.mjtCamera.mjCAMERA_FREE
     return camera
 
 
@@ -196,12 +200,20 @@ class FrameRenderer:
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._camera = _camera(model, camera)
+        self._follow: tuple[int, np.ndarray] | None = None
+        """(body, offset): a free camera that looks at the body's subtree centre of mass plus offset."""
+        if isinstance(self._camera, mujoco.MjvCamera) and camera.track_body is not None and any(camera.lookat):
+            self._follow = (self._camera.trackbodyid, np.asarray(camera.lookat, dtype=np.float64))
         self.size = size
 
     def render(self, data: mujoco.MjData) -> np.ndarray:
         """The current frame of ``data``: uint8 (size, size, 3), a fresh array."""
         if self._renderer is None:
             raise RuntimeError("this FrameRenderer is closed")
+        if self._follow is not None:
+            body, offset = self._follow
+            assert isinstance(self._camera, mujoco.MjvCamera)
+            self._camera.lookat[:] = data.subtree_com[body] + offset
         self._renderer.update_scene(data, camera=self._camera)
         return self._renderer.render()
 

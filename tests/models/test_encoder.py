@@ -108,6 +108,18 @@ def test_weights_from_a_local_file_round_trip(tmp_path):
         assert torch.equal(a, b), key
 
 
+def test_a_name_with_timm_s_pretrained_tag_is_a_model(tmp_path):
+    # Names as timm.list_models(pretrained=True) prints them (the list `agent-runtime encoders` points to).
+    tagged = create_timm_model("resnet18.a1_in1k", "none")
+    path = tmp_path / "r18.pth"
+    torch.save(tagged.state_dict(), path)
+    create_timm_model("resnet18.a1_in1k", str(path))
+    with pytest.raises(WeightsError, match=r"no pretrained weights 'resnet18.nope'; those of resnet18 are: .*a1_in1k"):
+        create_timm_model("resnet18.nope", "hub")  # refused before any download is tried
+    with pytest.raises(WeightsError, match=r"timm has no model called 'not_a_model\.a1_in1k'"):
+        create_timm_model("not_a_model.a1_in1k", "none")
+
+
 def test_weight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="timm has no model called 'not_a_model'"):
         create_timm_model("not_a_model")

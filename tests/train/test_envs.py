@@ -367,3 +367,34 @@ def test_importing_timm_after_rendering_does_not_crash_the_process():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_tracking_camera_s_lookat_is_an_offset_from_the_body_s_centre_of_mass():
+    # MuJoCo's own tracking camera overwrites lookat; the preset's offset must still apply.
+    import mujoco
+
+    from train.render import FrameRenderer
+    from train.task_preset import CameraConfig
+
+    xml = """<mujoco><worldbody><light pos="0 0 4"/><geom type="plane" size="5 5 .1" rgba=".7 .7 .7 1"/>
+      <body name="ball" pos="0.3 0.2 1"><freejoint/><geom size=".2" rgba="1 0 0 1"/>
+      <body pos="0 0 .4"><geom size=".1" rgba="0 0 1 1"/></body></body></worldbody></mujoco>"""
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    for _ in range(40):  # it falls: the centre of mass moves
+        mujoco.mj_step(model, data)
+    offset = (0.0, 0.0, 0.5)
+    tracked = CameraConfig(distance=3.0, elevation_deg=-20.0, azimuth_deg=90.0, lookat=offset, track_body="ball")
+    body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "ball")
+    x, y, z = (float(v) for v in data.subtree_com[body] + np.array(offset))
+    where = (x, y, z)
+    fixed = CameraConfig(distance=3.0, elevation_deg=-20.0, azimuth_deg=90.0, lookat=where)
+    plain = dataclasses.replace(tracked, lookat=(0.0, 0.0, 0.0))
+    renderers = [FrameRenderer(model, 64, c, "fast") for c in (tracked, fixed, plain)]
+    try:
+        with_offset, expected, without = (r.render(data) for r in renderers)
+    finally:
+        for r in renderers:
+            r.close()
+    assert np.array_equal(with_offset, expected)
+    assert not np.array_equal(with_offset, without)

@@ -44,6 +44,17 @@ def test_the_example_file_round_trips_through_its_canonical_text(tmp_path):
     assert preset_to_toml(again) == preset_to_toml(preset)
 
 
+def test_a_dm_control_task_file_round_trips_with_its_unitless_state_names(tmp_path):
+    # dm_control's state entries get empty units; a run's preset.toml copy must read back (resume, distill).
+    text = 'env_id = "dm_control/cartpole-swingup-v0"\naction_repeat = 2\n[camera]\nmodel_camera = 0\n'
+    path = _write(tmp_path, text)
+    preset = load_preset_file(path)
+    assert preset.state_quantities and all(unit == "" for _, unit in preset.state_quantities)
+    again = load_preset_file(_write(tmp_path, preset_to_toml(preset), "copy.toml"))
+    assert dataclasses.replace(again, source=None) == dataclasses.replace(preset, source=None)
+    assert again.sha256 == preset.sha256
+
+
 def test_state_names_are_derived_from_the_model_and_match_the_built_in_preset(tmp_path):
     preset = get_preset(str(_write(tmp_path, PENDULUM)))
     built_in = get_preset("inverted_pendulum")
@@ -89,6 +100,8 @@ def test_a_free_joint_model_gets_position_quaternion_and_velocity_names(tmp_path
         ('entry_point = "no_such_module:Env"\n' + PENDULUM.replace("InvertedPendulum-v5", "Mine-v0"),
          "entry point 'no_such_module:Env' could not make 'Mine-v0'"),
         ('env_kwargs = { xml_file = "missing.xml" }\n' + PENDULUM, "missing.xml"),
+        (PENDULUM + "model_camera = 0\n", "model_camera stands alone (the model's camera sets its own pose), but "
+         "azimuth_deg, distance, elevation_deg, lookat are set beside it"),
     ],
 )  # fmt: skip
 def test_a_bad_file_names_itself_the_field_and_the_fix(tmp_path, text, message):
