@@ -24,7 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 SPEC_FORMAT_VERSION = 1
-"""Bumped whenever the JSON layout changes; readers refuse versions newer than theirs."""
+"""Bumped whenever the JSON layout changes; a reader refuses any other version (a newer one with
+"upgrade agent-runtime")."""
 
 ONNX_SPEC_KEY = "agent_runtime.spec"
 """Key of the ONNX metadata entry (``metadata_props``) holding the policy's spec as JSON."""

@@ -4,7 +4,8 @@ DAgger keeps every labelled observation of every iteration, so the dataset grows
 Camera frames stay uint8 and live in ``.npy`` memory maps (one per observation entry, plus the
 labels), so the dataset can outgrow RAM: a minibatch reads only its own rows. A small JSON file
 records how many rows are filled; it is replaced atomically after each append, so a killed run
-leaves a dataset that reopens at its last completed append.
+leaves a dataset whose files agree with each other at its last completed append (distillation itself
+does not resume: a new run starts a new dataset).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Export a policy to one ONNX file that holds everything between sensor and actuator.
 
 In: the spec's observation entries (uint8 pixels and float32 proprio, or a float32 state), with a
-dynamic batch axis. Inside: normalization, the network, tanh and the scaling to the action bounds.
-Out: ``action`` float32 (batch, A). The spec, with the hash of the weights, rides in the metadata.
+dynamic batch axis. Inside: the resize to the encoder's input size (where it differs),
+normalization, the network, tanh and the scaling to the action bounds. Out: ``action`` float32
+(batch, A), or (batch, H, A) for a policy with action chunks; within the bounds up to float32
+rounding, so a runtime clips. The spec, with the hash of the weights, rides in the metadata.
 
 Nothing reaches the target path until the file has passed every check: the ONNX checker, the
 contract on inputs and output, and parity with torch on real observations (issue 4). It is written
@@ -217,7 +219,7 @@ def summary_text(summary: Mapping[str, Any]) -> str:
         f"exported {summary['policy'] or 'policy'} on {summary['preset']} to {summary['onnx']} "
         f"({summary['file_bytes'] / 1e6:.2f} MB, opset {summary['opset']}, "
         f"{summary['parameters']['total']:,} parameters)",
-        f"inputs: {inputs}; output: action float32 (batch, {summary['output'][2][1]})",
+        f"inputs: {inputs}; output: action float32 ({', '.join(str(d) for d in summary['output'][2])})",
         f"parity: onnxruntime matches torch within {parity['max_abs_diff']:.1e} (allowed {parity['atol']:g}) on "
         f"{parity['observations']} observations",
         f"weights sha256: {summary['weights_sha256']}",

@@ -19,8 +19,6 @@ from onnx import numpy_helper
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, ONNX_SPEC_KEY, ONNX_SPEC_VERSION_KEY, PolicySpec
 from distill.errors import ExportError
 
-"""Metadata entry holding the spec format version (decimal), readable without parsing the spec."""
-
 _ELEMENT_TYPES = {"uint8": onnx.TensorProto.UINT8, "float32": onnx.TensorProto.FLOAT}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from distill.student_checkpoint import STUDENT_CHECKPOINT, load_student
 from train.checkpoint import CheckpointError
 from train.envs import build_spec, observation_mode
 from train.presets import ObsMode, get_preset
-from train.run_files import CHECKPOINT_NAME, run_preset
+from train.run_files import CHECKPOINT_NAME, SUMMARY_NAME, run_preset
 from train.teacher import policy_from_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def load_run_policy(run_dir: Path) -> RunPolicy:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file with foreign contents
         raise CheckpointError(f"{path} does not hold a usable policy ({type(exc).__name__}: {exc})") from exc
     check_spec_current(spec, path, run_preset(run_dir, spec.provenance.task_preset))
+    if path != student_path and not (run_dir / SUMMARY_NAME).is_file():
+        log.warning(
+            "%s is an unfinished training run (no %s: still training, or stopped): using its latest checkpoint, "
+            "%s", run_dir, SUMMARY_NAME, path,
+        )  # fmt: skip
     return RunPolicy(module, spec, path, run_dir)
 
 

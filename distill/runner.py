@@ -69,7 +69,11 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     teacher = load_run_policy(cfg.teacher)
     if (cfg.run_dir / STUDENT_CHECKPOINT).exists():
-        raise ValueError(f"{cfg.run_dir} already holds a student; choose another --run-dir")
+        unfinished = "" if (cfg.run_dir / REPORT_NAME).exists() else " from a distillation stopped before its report"
+        raise ValueError(
+            f"{cfg.run_dir} already holds a student{unfinished}; choose another --run-dir, or remove that "
+            "directory to distill again (distillation does not resume)"
+        )
     preset, teacher_mode = teacher.preset, teacher.mode
     task = get_preset(preset)
     student_mode = cfg.student_mode

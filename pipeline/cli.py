@@ -315,7 +315,16 @@ def run_distill(cfg: DistillConfig) -> None:
     """Distill a teacher into a student and print its report card."""
     from distill.runner import REPORT_NAME, run
 
-    report = run(cfg)
+    try:
+        with stop_signals(raise_keyboard_interrupt):  # SIGTERM unwinds like Ctrl-C
+            report = run(cfg)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; distillation does not resume: remove {cfg.run_dir} or choose another --run-dir, "
+            "and run it again",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     print((cfg.run_dir / "report.txt").read_text().rstrip())
     for name, path in report["artifacts"].items():
         if path and name != "weights_sha256":

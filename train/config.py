@@ -101,7 +101,8 @@ class TrainConfig:
     stage-2 maps with the conv neck reached 1000 by 5k steps; pooled embeddings with the linear neck
     129 after 30k (BENCHMARKS.md)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(input_size=84, output="spatial", stage=2))
-    """The frozen vision encoder (representation 'frozen' only)."""
+    """The frozen vision encoder (representation 'frozen' only). Training's default differs from the
+    encoder's own (pooled, at the model's input size): stage-2 feature maps of 84x84 frames."""
     proprio: bool = True
     """Join the robot's own joint readings (the preset's proprio) to the features after the neck. Off,
     the policy acts from camera frames alone (an ablation; the proprio input stays in the spec, unused)."""

@@ -238,15 +238,18 @@ def make_vector_env(
 
 
 def _make_worker_env(preset: TaskPreset, mode: ObsMode) -> gym.Env[Any, Any]:
-    """``make_env`` in a worker process that leaves Ctrl-C to its parent.
+    """``make_env`` in a worker process that leaves Ctrl-C and SIGTERM to its parent.
 
-    A terminal's Ctrl-C reaches every process in the foreground group. The parent stops training at
-    a safe point and then closes its workers; a worker that died of the same Ctrl-C would break that
-    step instead. SIGTERM keeps its default, so the parent can still terminate a stuck worker.
-    gymnasium also calls this once in the parent, to read the spaces: the parent keeps its handler.
+    A terminal's Ctrl-C reaches every process in the foreground group, and a job runner's SIGTERM
+    (systemd, Slurm, ``kill -TERM -PGID``) often every process of the job. The parent stops training
+    at a safe point and then closes its workers; a worker that died of the same signal would break
+    that step instead. Workers still end when told to close, when their parent dies (their pipe
+    closes), and on SIGKILL. gymnasium also calls this once in the parent, to read the spaces: the
+    parent keeps its handlers.
     """
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return make_env(preset, mode)
 
 

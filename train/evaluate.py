@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -97,6 +97,7 @@ def evaluate(
     video_size: int = 256,
     budget_s: float | None = None,
     videos: Mapping[int, Path] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Run one episode per seed with ``policy``, in order, and return what happened.
 
@@ -110,6 +111,7 @@ def evaluate(
         budget_s: start no new episode once this many seconds have passed (the first always runs);
             the result says how many ran.
         videos: seed -> mp4 path, to record those episodes (e.g. the worst ones, replayed).
+        stop: polled before each episode; when it returns true no further episode starts (Ctrl-C).
     """
     wanted: dict[int, Path] = dict(videos or {})
     if video_path is not None and seeds:
@@ -129,6 +131,8 @@ def evaluate(
         fps = max(1, round(1.0 / (inner.dt * preset.action_repeat)))  # type: ignore[attr-defined]
         for seed in seeds:
             if budget_s is not None and ran and time.perf_counter() - began >= budget_s:
+                break
+            if stop is not None and stop():
                 break
             video: list[np.ndarray] | None = [] if seed in wanted else None
             obs, _ = env.reset(seed=seed)

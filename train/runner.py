@@ -34,7 +34,7 @@ from train.presets import get_preset
 from train.ray_actors import import_ray
 from train.ray_collectors import RayCollectors
 from train.replay import Batch, grow_replay, recover_replay, stored_capacity
-from train.run_files import CHECKPOINT_NAME, EVALS_NAME, SUMMARY_NAME
+from train.run_files import CHECKPOINT_NAME, EVALS_NAME, PRESET_COPY_NAME, SUMMARY_NAME, run_preset
 from train.score_text import failure_text, returns_text
 from train.scores import score
 from train.teacher import build_encoder, config_from_dict, config_to_dict, history
@@ -59,7 +59,10 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
             )
         return dataclasses.replace(cfg, steps=cfg.target_steps), None
     if not path.exists():
-        raise CheckpointError(f"--resume: {cfg.run_dir} has no checkpoint ({path} is missing)")
+        raise CheckpointError(
+            f"--resume: {cfg.run_dir} has no checkpoint ({path} is missing); start it without --resume "
+            "(a run killed before its first checkpoint starts again from zero)"
+        )
     payload = load_checkpoint(path)
     saved = config_from_dict(TrainConfig, _with_legacy_defaults(payload["config"]))
     reached = int(payload["progress"]["step"])
@@ -84,10 +87,45 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
             "--resume: %s keeps its %d collector(s) and max_policy_lag %d (its replay has a lane per environment)",
             cfg.run_dir, saved.collectors, saved.max_policy_lag,
         )  # fmt: skip
+    # A task from a preset file resumes from the run's own copy of it, as distill and export read it:
+    # the file may have been edited, moved or deleted since, or named relative to another directory.
+    preset = run_preset(cfg.run_dir, saved.preset)
     resumed = dataclasses.replace(
-        saved, steps=target, resume=True, run_dir=cfg.run_dir, device=cfg.device, ray_address=cfg.ray_address
+        saved,
+        steps=target,
+        resume=True,
+        run_dir=cfg.run_dir,
+        device=cfg.device,
+        ray_address=cfg.ray_address,
+        preset=preset,
     )
+    _warn_of_ignored_settings(cfg, saved)
     return resumed, payload
+
+
+_TAKEN_ON_RESUME = ("steps", "resume", "run_dir", "device", "ray_address", "collectors", "max_policy_lag", "preset")
+"""Fields a resume takes from the command line, or warns of on their own."""
+
+
+def _warn_of_ignored_settings(cfg: TrainConfig, saved: TrainConfig) -> None:
+    """Log the settings of this command line that differ from the run's saved ones: a resume keeps the saved."""
+    given, kept = config_to_dict(cfg), config_to_dict(saved)
+    differ = [
+        f"{name} {_flat(given[name])} (keeps {_flat(kept[name])})"
+        for name in given
+        if name not in _TAKEN_ON_RESUME and name in kept and given[name] != kept[name]
+    ]
+    if differ:
+        log.warning(
+            "--resume: %s keeps its saved settings; this command's differ and are not used: %s",
+            cfg.run_dir, "; ".join(differ),
+        )  # fmt: skip
+    if cfg.preset != saved.preset and cfg.preset != str(cfg.run_dir / PRESET_COPY_NAME):
+        log.warning("--resume: %s keeps its task %s; --preset %s is not used", cfg.run_dir, saved.preset, cfg.preset)
+
+
+def _flat(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
 
 
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"sac": {"feature_shift": 0}}
@@ -198,12 +236,18 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     eval_time = [0.0]
     start_step, start_time = state["step"], time.perf_counter()
 
-    def run_eval(video: Path | None, episodes: int, budget_s: float | None = None) -> EvalResult:
+    def run_eval(
+        video: Path | None, episodes: int, budget_s: float | None = None, stoppable: bool = False
+    ) -> EvalResult:
         began = time.perf_counter()
         evaluation_policy.load(learner.weights())
         policy = EpisodePolicyOf(evaluation_policy, cfg, spec, encode)
         seeds = eval_seeds(cfg.seed, episodes)
-        result = evaluate(policy, preset, mode, seeds, video, cfg.video_size, budget_s=budget_s)
+        asked = stop.is_set if stop is not None and stoppable else None
+        result = evaluate(policy, preset, mode, seeds, video, cfg.video_size, budget_s=budget_s, stop=asked)
+        if asked is not None and asked():  # cut short: not recorded; the checkpoint before it stands
+            log.info("stopped during the evaluation at step %d; --resume runs it again", state["step"])
+            raise TrainingStopped(state["step"])
         # The curve keeps the periodic evaluations' few episodes, also at the end, so it stays comparable.
         periodic = result.returns[: cfg.eval_episodes]
         mean, std = float(np.mean(periodic)), float(np.std(periodic))
@@ -343,7 +387,10 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             "final evaluation: %d episodes on held-out seeds (at most %.0f s)", cfg.final_eval_episodes,
             cfg.final_eval_seconds,
         )  # fmt: skip
-        final_eval = run_eval(video_path, max(cfg.final_eval_episodes, cfg.eval_episodes), cfg.final_eval_seconds)
+        save()  # every step is kept before the final evaluation, which a stop (Ctrl-C) cuts short
+        final_eval = run_eval(
+            video_path, max(cfg.final_eval_episodes, cfg.eval_episodes), cfg.final_eval_seconds, stoppable=True
+        )
         final_score = score(final_eval, preset_rule(preset, cfg.failure_below), seed=cfg.seed)
         log.info(
             "final evaluation: %s; failures %s", returns_text(final_score.stats.to_dict()),

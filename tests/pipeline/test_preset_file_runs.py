@@ -19,7 +19,6 @@ from pipeline.cli import main
 from tests.agent_runtime.conftest import build_onnx_policy, running_server
 from train.config import SACConfig, TrainConfig
 from train.envs import build_spec
-from train.preset_file import PresetFileError
 from train.presets import get_preset
 from train.runner import run as train
 
@@ -70,9 +69,10 @@ def test_a_run_on_a_preset_file_keeps_it_and_distill_and_export_use_the_copy(tas
     card = json.loads((student_dir / "report.json").read_text())
     assert card["preset"] == str(copy)  # distill ran in the teacher run's own copy
 
-    # Resuming training with the changed file is refused: it is another task definition.
-    with pytest.raises(PresetFileError, match=r"is not the task .* was started on"):
-        train(dataclasses.replace(cfg, steps=20, resume=True))
+    # Resuming training goes on in the run's own copy: the task it started on, whatever the file says now.
+    resumed = train(dataclasses.replace(cfg, steps=20, resume=True))
+    assert resumed["preset"] == str(copy) and get_preset(str(copy)).sha256 == sha
+    assert load_run_policy(teacher_dir).spec.provenance.task_preset_sha256 == sha
 
 
 def test_evaluate_and_robot_run_a_policy_only_in_its_own_task(task_file, tmp_path, capsys):

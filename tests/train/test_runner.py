@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,8 +178,8 @@ def test_resume_after_a_kill_continues_the_step_count(tmp_path):
 
 @pytest.mark.parametrize(
     ("signum", "num_envs", "whole_group"),
-    [(signal.SIGINT, 2, True), (signal.SIGTERM, 1, False)],
-    ids=["ctrl-c-in-a-terminal-with-env-workers", "sigterm-to-the-process"],
+    [(signal.SIGINT, 2, True), (signal.SIGTERM, 1, False), (signal.SIGTERM, 2, True)],
+    ids=["ctrl-c-in-a-terminal-with-env-workers", "sigterm-to-the-process", "sigterm-to-the-job-with-env-workers"],
 )
 def test_a_signal_stops_training_with_a_checkpoint_at_the_step_it_reached(tmp_path, signum, num_envs, whole_group):
     run_dir = tmp_path / "stopped"
@@ -223,6 +224,49 @@ def test_a_stop_request_saves_where_the_run_is_and_resume_goes_on(tmp_path):
     summary = run(dataclasses.replace(cfg, steps=200, resume=True))  # a new target, short of the saved 300
     assert summary["resumed_at_step"] == 1 and summary["steps"] == 200
     assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["config"]["steps"] == 200
+
+
+def test_a_stop_during_the_final_evaluation_keeps_every_step_and_resume_evaluates_again(tmp_path, monkeypatch):
+    import train.runner as runner
+
+    cfg = TrainConfig(representation="state", steps=120, learning_starts=50, batch_size=16, eval_every=10**6,
+                      eval_episodes=1, final_eval_episodes=3, video=False, checkpoint_every=10**6,
+                      run_dir=tmp_path / "r")  # fmt: skip
+    stop = threading.Event()
+    real_evaluate = runner.evaluate
+
+    def asked_to_stop_during_it(*args: Any, **kwargs: Any) -> Any:
+        stop.set()  # Ctrl-C arrives as the final evaluation begins
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", asked_to_stop_during_it)
+    with pytest.raises(TrainingStopped) as stopped:
+        run(cfg, stop=stop)
+    assert stopped.value.step == 120
+    assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["progress"]["step"] == 120  # no step lost
+    assert not (cfg.run_dir / "summary.json").exists()
+    monkeypatch.setattr(runner, "evaluate", real_evaluate)
+    summary = run(dataclasses.replace(cfg, resume=True))
+    assert summary["steps"] == 120 and summary["resumed_at_step"] == 120
+    assert [step for step, *_ in summary["evals"]] == [120]  # the cut-short evaluation left no point
+    assert len(summary["final_eval"]["returns"]) == 3
+
+
+def test_a_resumed_run_reads_its_own_preset_copy_and_names_the_settings_it_keeps(tmp_path, caplog):
+    import logging
+    import shutil
+
+    task = tmp_path / "task.toml"
+    shutil.copy(Path(__file__).resolve().parents[2] / "docs" / "presets" / "inverted_double_pendulum.toml", task)
+    cfg = TrainConfig(preset=str(task), representation="state", steps=60, learning_starts=50, batch_size=8,
+                      eval_every=10**6, eval_episodes=1, final_eval_episodes=1, video=False,
+                      run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    task.unlink()  # moved, edited or deleted since: the run has its own copy
+    with caplog.at_level(logging.WARNING, logger="train.runner"):
+        summary = run(dataclasses.replace(cfg, steps=70, resume=True, eval_episodes=2))
+    assert summary["steps"] == 70 and summary["resumed_at_step"] == 60
+    assert "this command's differ and are not used: eval_episodes 2 (keeps 1)" in caplog.text
 
 
 def test_replay_holds_exactly_what_the_environment_did(tmp_path):
