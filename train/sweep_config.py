@@ -69,6 +69,9 @@ class SweepCommand:
         for name in ("preset", "seed", "run_dir", "resume"):
             if any(item.split("=", 1)[0].strip() == name for item in self.set):
                 raise ValueError(f"--set {name}: the sweep sets {name} itself (--presets, --seeds, --out)")
+        for name, flag in (("threads", "--cpus-per-trial"), ("device", "--gpus-per-trial")):
+            if any(item.split("=", 1)[0].strip() == name for item in self.set):
+                raise ValueError(f"--set {name}: the sweep sets each trial's {name} from {flag}; use that instead")
         if any(item.split("=", 1)[0].strip() in ("collectors", "ray_address") for item in self.set):
             raise ValueError(
                 "--set collectors: a sweep's trials collect in their own process (Tune places each trial on the "

@@ -83,6 +83,8 @@ def test_the_grid_is_the_product_of_the_axes_and_fixed_settings_apply_to_all():
         (dict(seeds=(1, 1)), r"repeat a seed"),
         (dict(cpus_per_trial=0.0), r"cpus_per_trial is 0.0"),
         (dict(set=("collectors=2",)), r"--set collectors: a sweep's trials collect in their own process"),
+        (dict(set=("threads=4",)), r"--set threads: the sweep sets each trial's threads from --cpus-per-trial"),
+        (dict(set=("device=cuda",)), r"--set device: the sweep sets each trial's device from --gpus-per-trial"),
         (dict(presets=("reacher", "reacher")), r"repeat a preset"),
         (dict(set=("sac.feature_shift=0,0",)), r"gives a value twice on one axis"),
     ],
