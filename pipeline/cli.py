@@ -549,6 +549,9 @@ def console_main() -> None:
         # interpreter's own flush at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE, the shell's code for a process killed by a broken pipe
+    except KeyboardInterrupt:  # Ctrl-C in a command without its own handling: no traceback
+        print("\ninterrupted", file=sys.stderr)
+        code = 130  # 128 + SIGINT
     sys.exit(code)
 
 
