@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_runtime.files import write_text_atomically
 from train.run_files import EVALS_NAME, SUMMARY_NAME
 
 RECORDS = Path(__file__).resolve().parent / "curves"
@@ -82,9 +83,7 @@ def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
     kept = load_record(records, run_dir.name)
     if kept is not None and kept["finished"] and kept["evals"] == json.loads(json.dumps(evals)):
         return path  # the same finished curve: its commit and date say when it was first kept
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
     return path
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agent_runtime.files import write_text_atomically
 from agent_runtime.spec import PolicySpec
 from distill.actors import ActorPolicy, onnx_actor, random_actor, torch_actor
 from distill.collect import collect_observations
@@ -213,10 +214,9 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         "iterations": history,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
     }
-    tmp = cfg.run_dir / f".{REPORT_NAME}.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(cfg.run_dir / REPORT_NAME)
-    (cfg.run_dir / "report.txt").write_text(card.table() + "\n")
+    # report.txt first, report.json last and each atomically: report.json marks a finished distillation.
+    write_text_atomically(cfg.run_dir / "report.txt", card.table() + "\n")
+    write_text_atomically(cfg.run_dir / REPORT_NAME, json.dumps(report, indent=2))
     log.info("report card:\n%s", card.table())
     return report
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_runtime.files import write_text_atomically
 from distill.config import DistillConfig
 from pipeline.demo_report import build_report, json_ready, report_text, training_line
 from train.config import SACConfig, TrainConfig, require_at_least_one
@@ -413,6 +414,4 @@ def _read_json(path: Path) -> Any:
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: an interrupted demo never leaves half a file that looks finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=2))

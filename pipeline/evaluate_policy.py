@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_runtime.files import write_text_atomically
+
 log = logging.getLogger(__name__)
 
 RESULT_NAME = "evaluation.json"
@@ -147,9 +149,7 @@ def run_evaluate(cmd: EvaluateCommand) -> dict[str, Any]:
         "videos": videos,
     }
     cmd.out.mkdir(parents=True, exist_ok=True)
-    tmp = cmd.out / f".{RESULT_NAME}.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(cmd.out / RESULT_NAME)
+    write_text_atomically(cmd.out / RESULT_NAME, json.dumps(report, indent=2))
     return report
 
 

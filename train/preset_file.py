@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, get_args
@@ -51,6 +50,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import tomli_w
+
+from agent_runtime.files import write_text_atomically
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,9 +208,7 @@ def save_preset_copy(preset: TaskPreset, run_dir: Path) -> Path | None:
             )
         return target
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomically(target, text)
     return target
 
 

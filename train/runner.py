@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agent_runtime.files import write_text_atomically
 from train.acting import ActingPolicy, EpisodePolicyOf
 from train.allocator import keep_freed_memory
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -198,7 +199,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         log.info("resumed %s at step %d", cfg.run_dir, state["step"])
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(cfg.run_dir / "config.json", config_to_dict(cfg))
-    (cfg.run_dir / "spec.json").write_text(spec.to_json(indent=2))
+    write_text_atomically(cfg.run_dir / "spec.json", spec.to_json(indent=2))
     writer = TensorBoardWriter(cfg.run_dir / "tb")
     collector: Collector
     ahead_collector: ThreadCollector | RayCollectors | None = None  # one that collects while updates run
@@ -444,9 +445,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
 
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=2))
 
 
 def _replay_capacity(cfg: TrainConfig, frames_per_obs: int, payload: dict[str, Any] | None, replay_dir: Path) -> int:
