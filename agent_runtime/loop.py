@@ -222,8 +222,18 @@ def run_loop(
     Returns:
         The loop's statistics.
     """
+    spec = robot.spec
+    zero = spec.action.clip(np.zeros(spec.action.dim, dtype=np.float32)).astype(np.float32)
+    safe = zero
+    if isinstance(robot, SafeActionRobot):
+        safe = spec.action.clip(_checked_action(robot.safe_action(), spec.action.dim)).astype(np.float32)
+    stats = LoopStats()
     with _realtime(config.realtime_priority):
-        return _run(robot, policy, config, stop, clock, sleep)
+        try:
+            return _drive(robot, policy, config, stop, clock, sleep, stats, safe, zero)
+        except BaseException as exc:  # a robot failure, or an interrupt: leave the robot on its safe action
+            _stop_on_safe_action(robot, safe, exc, stats)
+            raise
 
 
 @contextmanager
@@ -246,28 +256,6 @@ def _realtime(priority: int | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setscheduler(0, old_policy, old_param)
-
-
-def _run(
-    robot: Robot,
-    policy: ActionSource,
-    config: LoopConfig,
-    stop: Callable[[], bool] | None,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> LoopStats:
-    spec = robot.spec
-    dim = spec.action.dim
-    zero = spec.action.clip(np.zeros(dim, dtype=np.float32)).astype(np.float32)
-    safe = zero
-    if isinstance(robot, SafeActionRobot):
-        safe = spec.action.clip(_checked_action(robot.safe_action(), dim)).astype(np.float32)
-    stats = LoopStats()
-    try:
-        return _drive(robot, policy, config, stop, clock, sleep, stats, safe, zero)
-    except BaseException as exc:  # a robot failure, or an interrupt: leave the robot on its safe action
-        _stop_on_safe_action(robot, safe, exc, stats)
-        raise
 
 
 def _stop_on_safe_action(robot: Robot, safe: np.ndarray, exc: BaseException, stats: LoopStats) -> None:
