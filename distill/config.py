@@ -103,7 +103,9 @@ class DistillConfig:
     seeds and draws from its own random stream (actor 0's are this process's, so one actor collects what
     in-process collection does). Needs the ray extra."""
     ray_address: str | None = None
-    """Ray cluster to join with --collectors (e.g. ray://head:10001 or auto); unset: start a local instance."""
+    """Ray cluster to join with --collectors (e.g. auto, head:6379 or ray://head:10001); unset: RAY_ADDRESS if
+    set, else a cluster started on this node with `ray start`, else a new local instance with the CPUs Ray
+    detects."""
 
     def __post_init__(self) -> None:
         if self.student not in STUDENT_KINDS:

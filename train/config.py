@@ -142,12 +142,14 @@ class TrainConfig:
     CPU it bought nothing, as the update keeps both cores busy (BENCHMARKS.md)."""
     collectors: int = 0
     """Collectors on Ray actors: 0 (the default) collects in this process and never imports Ray; N runs N
-    collectors, each with its own num_envs environments (and as many CPUs), renderer and frozen encoder, on a local Ray
-    instance with this machine's CPUs or on the cluster at --ray-address. They collect the next round of
+    collectors, each with its own num_envs environments (and as many CPUs), renderer and frozen encoder (on the
+    CPU, one thread), on the Ray cluster of --ray-address. They collect the next round of
     steps while the learner updates on the last one (see max_policy_lag); a collector that dies is
     restarted by Ray and the run goes on without its unfinished episodes. Needs the ray extra."""
     ray_address: str | None = None
-    """Ray cluster to join with --collectors (e.g. ray://head:10001 or auto); unset: start a local instance."""
+    """Ray cluster to join with --collectors (e.g. auto, head:6379, or ray://head:10001 for Ray Client, whose
+    driver, learner and replay stay on this machine); unset: RAY_ADDRESS if set, else a cluster started on
+    this node with `ray start`, else a new local instance with the CPUs Ray detects."""
     max_policy_lag: int = 16
     """With --collectors: the most learner updates the policy a collector acts with may be behind. Each round
     of collection takes as many steps per environment as keep it within this (at least one), so it must be
@@ -190,8 +192,9 @@ class TrainConfig:
     device: str = "auto"
     """Where the learner trains (networks, batches, updates): auto (CUDA when available, else the CPU),
     cpu, cuda, or cuda:N. Collection and evaluation act on the CPU with a copy of the policy; on a GPU the
-    frozen encoder runs there too (onnxruntime's CUDA provider where onnxruntime-gpu is installed, else
-    torch). Checkpoints are device-neutral: a run resumes, distills and exports on any device."""
+    frozen encoder of in-process collection runs there too (onnxruntime's CUDA provider where
+    onnxruntime-gpu is installed, else torch); Ray collectors encode on their CPU. Checkpoints are
+    device-neutral: a run resumes, distills and exports on any device."""
 
     def __post_init__(self) -> None:
         unset_or_positive = () if self.steps is None else ("steps",)

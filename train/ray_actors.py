@@ -40,14 +40,15 @@ def import_ray() -> ModuleType:
 
 
 def _start_ray(ray: ModuleType, address: str | None, count: int, what: str) -> None:
-    where = address or f"a local Ray instance with {os.cpu_count()} CPUs"
+    """Join the Ray cluster at ``address``; unset, do what ``ray.init`` does.
+
+    That is: RAY_ADDRESS, else a cluster started on this node with ``ray start``, else a new local
+    instance with the CPUs Ray detects (cgroup and affinity limits included). No CPU count is passed,
+    so joining a cluster never conflicts with it.
+    """
+    where = address or os.environ.get("RAY_ADDRESS") or "a Ray cluster on this node, or a new local instance"
     log.info("starting %d %s on %s", count, what, where)
-    ray.init(
-        address=address,
-        num_cpus=None if address else os.cpu_count(),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
 
 
 @contextmanager

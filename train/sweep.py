@@ -19,7 +19,7 @@ from typing import Any
 from train.config import TrainConfig
 from train.curves import Curve, CurveRow, markdown, plot, rows
 from train.overrides import apply_overrides
-from train.presets import get_preset
+from train.presets import get_preset, is_preset_file
 from train.ray_actors import import_ray, ray_session
 from train.run_files import CHECKPOINT_NAME, EVALS_NAME, SUMMARY_NAME
 from train.sweep_config import Setting, SweepCommand
@@ -51,9 +51,11 @@ def trials(cmd: SweepCommand) -> list[Trial]:
 def trial_config(trial: Trial, base: TrainConfig, out: Path) -> TrainConfig:
     """The trial's training config: ``base`` with the trial's setting, preset, seed and run directory."""
     cfg = apply_overrides(base, trial.setting.overrides)
-    run_dir = (out / trial.name).resolve()  # absolute: Tune runs each trial in a directory of its own
+    # Absolute paths: Tune runs each trial in a working directory of its own.
+    run_dir = (out / trial.name).resolve()
+    preset = str(Path(trial.preset).resolve()) if is_preset_file(trial.preset) else trial.preset
     return dataclasses.replace(
-        cfg, preset=trial.preset, seed=trial.seed, run_dir=run_dir, resume=(run_dir / CHECKPOINT_NAME).exists()
+        cfg, preset=preset, seed=trial.seed, run_dir=run_dir, resume=(run_dir / CHECKPOINT_NAME).exists()
     )
 
 

@@ -49,7 +49,9 @@ class SweepCommand:
     gpus_per_trial: float = 0.0
     """GPUs (or a fraction of one) Ray reserves for each trial; with any, trials train on CUDA."""
     ray_address: str | None = None
-    """Ray cluster to run the trials on (e.g. ray://head:10001 or auto); unset: a local instance."""
+    """Ray cluster to run the trials on (e.g. auto, head:6379 or ray://head:10001); unset: RAY_ADDRESS if
+    set, else a cluster started on this node with `ray start`, else a new local instance with the CPUs Ray
+    detects."""
     at: tuple[int, ...] = ()
     """Steps to tabulate besides each setting's last evaluation."""
     report_only: bool = False

@@ -142,3 +142,17 @@ def test_report_only_tabulates_what_there_is_without_ray(tmp_path, monkeypatch):
     (run_dir / "evals.json").write_text(json.dumps({"evals": [[100, 5.0, 0.0], [200, 9.0, 0.0]]}))
     table = run_sweep(SweepCommand(seeds=(0, 1), out=tmp_path, report_only=True))
     assert [(r.seeds, r.step, r.mean) for r in table] == [(1, 200, 9.0)]
+
+
+def test_a_trial_gets_absolute_paths_for_its_run_and_a_preset_file(tmp_path, monkeypatch):
+    # Tune runs each trial in a working directory of its own: relative paths would not be found there.
+    monkeypatch.chdir(tmp_path)
+    task = Path("tasks") / "idp.toml"
+    task.parent.mkdir()
+    task.write_text(
+        (Path(__file__).resolve().parents[2] / "docs" / "presets" / "inverted_double_pendulum.toml").read_text()
+    )
+    cmd = SweepCommand(presets=(str(task), "inverted_pendulum"), seeds=(0,), out=Path("sweep"))
+    by_file, builtin = (trial_config(t, base_config(cmd), cmd.out) for t in trials(cmd))
+    assert by_file.preset == str(tmp_path / "tasks" / "idp.toml") and by_file.run_dir.is_absolute()
+    assert builtin.preset == "inverted_pendulum"
