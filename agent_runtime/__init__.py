@@ -7,6 +7,7 @@ host can install just the runtime. The ``agent-runtime`` command lives above eve
 from agent_runtime.spec import (
     SPEC_FORMAT_VERSION,
     ActionSpec,
+    NonFiniteObservationError,
     ObservationError,
     ObservationSpec,
     PolicySpec,
@@ -19,6 +20,7 @@ from agent_runtime.spec import (
 __all__ = [
     "SPEC_FORMAT_VERSION",
     "ActionSpec",
+    "NonFiniteObservationError",
     "ObservationError",
     "ObservationSpec",
     "PolicySpec",

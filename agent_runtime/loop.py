@@ -40,7 +40,13 @@ import numpy as np
 
 from agent_runtime.client import ClientError
 from agent_runtime.robot import Robot, SafeActionRobot
-from agent_runtime.spec import ObservationError, PolicySpec, SpecError, SpecMismatchError
+from agent_runtime.spec import (
+    NonFiniteObservationError,
+    ObservationError,
+    PolicySpec,
+    SpecError,
+    SpecMismatchError,
+)
 from agent_runtime.stats import LatencyWindow, LogThrottle, format_counts
 
 log = logging.getLogger(__name__)
@@ -358,12 +364,13 @@ def _check_robot_observation(spec: PolicySpec, observation: Any) -> None:
     """
     try:
         spec.check_observation(observation)
+    except NonFiniteObservationError:
+        pass  # a bad reading: the policy refuses it and this tick misses
     except ObservationError as exc:
-        if "NaN or Inf" not in str(exc):
-            raise RobotObservationError(
-                f"the robot's observe() does not match its spec: {exc}. Return exactly the spec's entries, "
-                "as numpy arrays of its dtypes and shapes (numpy's default float64 is not float32)"
-            ) from None
+        raise RobotObservationError(
+            f"the robot's observe() does not match its spec: {exc}. Return exactly the spec's entries, "
+            "as numpy arrays of its dtypes and shapes (numpy's default float64 is not float32)"
+        ) from None
 
 
 class RobotObservationError(ObservationError):

@@ -67,6 +67,10 @@ class ObservationError(SpecError):
     """An observation does not match the spec; the message names the entry and what was expected."""
 
 
+class NonFiniteObservationError(ObservationError):
+    """A float entry of an observation that matches the spec's entries, dtypes and shapes holds NaN or Inf."""
+
+
 @dataclass(frozen=True)
 class Quantity:
     """One element of a vector observation or of the action: what it is and in which unit.
@@ -443,6 +447,9 @@ class PolicySpec:
     def check_observation(self, obs: Mapping[str, Any], batched: bool = False) -> None:
         """Raise :class:`ObservationError` if ``obs`` does not match the spec exactly.
 
+        Entries, types, dtypes and shapes are checked first; only an observation that passes them
+        all can raise :class:`NonFiniteObservationError` (a subclass), for NaN or Inf in a float entry.
+
         Args:
             obs: entry name to numpy array.
             batched: if true, every array has a leading batch axis (the same size for all).
@@ -479,9 +486,14 @@ class PolicySpec:
                 raise ObservationError(
                     f"{where} has shape {shape}; the policy expects {entry.shape}{_shape_hint(entry)}"
                 )
+        # Values last: a reading with NaN never hides a wrong dtype or shape in a later entry.
+        for entry in self.observations:
+            value = obs[entry.name]
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
-                raise ObservationError(f"{where} contains NaN or Inf (first at index {index})")
+                raise NonFiniteObservationError(
+                    f"observation {entry.name!r} contains NaN or Inf (first at index {index})"
+                )
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from agent_runtime.spec import (
     SPEC_FORMAT_VERSION,
     ActionSpec,
+    NonFiniteObservationError,
     ObservationError,
     ObservationSpec,
     PolicySpec,
@@ -804,7 +805,7 @@ def test_non_mapping_observation():
 def test_non_finite_proprio_names_the_index(value):
     obs = valid_obs()
     obs["proprio"][1] = value
-    with spec_error(ObservationError, "observation 'proprio' contains NaN or Inf (first at index (1,))"):
+    with spec_error(NonFiniteObservationError, "observation 'proprio' contains NaN or Inf (first at index (1,))"):
         pixel_spec().check_observation(obs)
 
 
@@ -812,8 +813,18 @@ def test_non_finite_batched_index_includes_the_batch_axis():
     obs = valid_obs(batch=4)
     obs["proprio"][2, 0] = np.nan
     obs["proprio"][3, 1] = np.nan
-    with spec_error(ObservationError, "observation 'proprio' contains NaN or Inf (first at index (2, 0))"):
+    with spec_error(NonFiniteObservationError, "observation 'proprio' contains NaN or Inf (first at index (2, 0))"):
         pixel_spec().check_observation(obs, batched=True)
+
+
+def test_a_non_finite_value_never_hides_a_later_entrys_wrong_dtype():
+    spec = pixel_spec(observations=(proprio_entry(), pixels_entry()))
+    obs = valid_obs()
+    obs["proprio"][0] = np.nan
+    obs["pixels"] = obs["pixels"].astype(np.float32)
+    with pytest.raises(ObservationError, match="'pixels' has dtype float32") as caught:
+        spec.check_observation(obs)
+    assert not isinstance(caught.value, NonFiniteObservationError)
 
 
 def test_batched_with_mismatched_batch_sizes():
