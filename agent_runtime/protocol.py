@@ -434,6 +434,9 @@ def check_observation(spec: PolicySpec, arrays: Mapping[str, np.ndarray], reques
                 f"observation {entry.name!r} has shape {value.shape}; the policy expects {entry.shape} "
                 "(one sample, no batch axis)",
             )
+    # Values last: a reading with NaN (transient) never hides a later entry's wrong dtype or shape (a bug).
+    for entry in spec.observations:
+        value = arrays[entry.name]
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
             raise fail(Code.NON_FINITE, f"observation {entry.name!r} contains NaN or Inf (first at index {index})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from pathlib import Path
@@ -340,7 +341,7 @@ def test_a_request_with_two_faults_gets_the_code_the_protocol_document_lists_fir
     doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     found = re.search(
         r"checks an act request in this order.*?first\s*`(\w+)`.*?entry by entry, in the spec's order,\s*"
-        r"`(\w+)`, `(\w+)`, `(\w+)`, `(\w+)`",
+        r"`(\w+)`, `(\w+)`, `(\w+)`; and only when every entry passes those, `(\w+)`",
         doc,
         re.DOTALL,
     )
@@ -352,6 +353,10 @@ def test_a_request_with_two_faults_gets_the_code_the_protocol_document_lists_fir
     assert observation_error(pixel_spec(), arrays).code == Code.UNEXPECTED_ARRAY
     # The document's example: entry 0 of the wrong dtype and entry 1 missing is bad_dtype.
     assert observation_error(pixel_spec(), {"pixels": np.zeros((8, 8, 6), np.float32)}).code == Code.BAD_DTYPE
+    # And its second: a NaN in entry 0 with entry 1 of the wrong shape is bad_shape.
+    spec = dataclasses.replace(pixel_spec(), observations=pixel_spec().observations[::-1])
+    arrays = {"proprio": np.array([np.nan, 0.0], np.float32), "pixels": np.zeros((1, 8, 8, 6), np.uint8)}
+    assert observation_error(spec, arrays).code == Code.BAD_SHAPE
 
 
 def test_wrong_dtype():
