@@ -237,17 +237,17 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
     eval_time = [0.0]
     start_step, start_time = state["step"], time.perf_counter()
 
-    def run_eval(
-        video: Path | None, episodes: int, budget_s: float | None = None, stoppable: bool = False
-    ) -> EvalResult:
+    def run_eval(video: Path | None, episodes: int, budget_s: float | None = None, final: bool = False) -> EvalResult:
         began = time.perf_counter()
         evaluation_policy.load(learner.weights())
         policy = EpisodePolicyOf(evaluation_policy, cfg, spec, encode)
         seeds = eval_seeds(cfg.seed, episodes)
-        asked = stop.is_set if stop is not None and stoppable else None
+        asked = stop.is_set if stop is not None else None
         result = evaluate(policy, preset, mode, seeds, video, cfg.video_size, budget_s=budget_s, stop=asked)
-        if asked is not None and asked():  # cut short: not recorded; the checkpoint before it stands
-            log.info("stopped during the evaluation at step %d; --resume runs it again", state["step"])
+        if asked is not None and asked():  # cut short: not recorded, and --resume runs it first
+            if not final:  # (the final one comes after a checkpoint at the last step)
+                save()
+            log.info("stopped during the evaluation at step %d; checkpoint saved, --resume runs it", state["step"])
             raise TrainingStopped(state["step"])
         # The curve keeps the periodic evaluations' few episodes, also at the end, so it stays comparable.
         periodic = result.returns[: cfg.eval_episodes]
@@ -272,6 +272,12 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
             total=cfg.target_steps, initial=state["step"], unit="step", desc=cfg.preset, mininterval=1.0, disable=None
         )
         last_eval = state["evals"][-1][1] if state["evals"] else float("nan")
+        # An evaluation due at the saved step that is not on the curve (the run stopped before or during
+        # it) runs first, at that step, so a stopped and resumed run's curve has every point.
+        owed_eval = _next_multiple(int(state["evals"][-1][0]) if state["evals"] else 0, cfg.eval_every)
+        if owed_eval <= state["step"] < cfg.target_steps:
+            log.info("step %d: the evaluation the run stopped before runs first", state["step"])
+            last_eval = run_eval(None, cfg.eval_episodes).mean
         # Without a terminal the bar is off (a log file would fill with carriage returns): a log line
         # every PROGRESS_LOG_S tells how far the run is instead.
         next_progress_log, progress_from = time.perf_counter() + PROGRESS_LOG_S, (state["step"], time.perf_counter())
@@ -390,7 +396,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         )  # fmt: skip
         save()  # every step is kept before the final evaluation, which a stop (Ctrl-C) cuts short
         final_eval = run_eval(
-            video_path, max(cfg.final_eval_episodes, cfg.eval_episodes), cfg.final_eval_seconds, stoppable=True
+            video_path, max(cfg.final_eval_episodes, cfg.eval_episodes), cfg.final_eval_seconds, final=True
         )
         final_score = score(final_eval, preset_rule(preset, cfg.failure_below), seed=cfg.seed)
         log.info(

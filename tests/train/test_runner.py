@@ -252,6 +252,48 @@ def test_a_stop_during_the_final_evaluation_keeps_every_step_and_resume_evaluate
     assert len(summary["final_eval"]["returns"]) == 3
 
 
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_stop_at_a_periodic_evaluation_saves_there_and_resume_evaluates_at_that_step(tmp_path, monkeypatch, when):
+    import train.runner as runner
+
+    cfg = TrainConfig(representation="state", steps=130, learning_starts=50, batch_size=16, eval_every=60,
+                      eval_episodes=2, final_eval_episodes=2, video=False, checkpoint_every=10**6,
+                      run_dir=tmp_path / "r")  # fmt: skip
+    stop = threading.Event()
+    real_evaluate = runner.evaluate
+    calls: list[int] = []
+
+    def asked_to_stop_during_it(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the evaluation at step 120 (the first is at 60)
+            stop.set()  # Ctrl-C arrives as it begins: no episode of it starts
+        return real_evaluate(*args, **kwargs)
+
+    real_update = runner.Learner.update
+    updates: list[int] = []
+
+    def asked_to_stop_before_it(self: Any, batch: Any) -> Any:
+        updates.append(1)
+        if len(updates) == 120 - 49:  # step 120's update (one a step from step 50): before its evaluation
+            stop.set()
+        return real_update(self, batch)
+
+    if when == "during":
+        monkeypatch.setattr(runner, "evaluate", asked_to_stop_during_it)
+    else:
+        monkeypatch.setattr(runner.Learner, "update", asked_to_stop_before_it)
+    with pytest.raises(TrainingStopped) as stopped:
+        run(cfg, stop=stop)
+    assert stopped.value.step == 120
+    assert load_checkpoint(cfg.run_dir / CHECKPOINT_NAME)["progress"]["step"] == 120
+    evals = json.loads((cfg.run_dir / "evals.json").read_text())["evals"]
+    assert [step for step, *_ in evals] == [60]  # the cut-short evaluation left no point
+    monkeypatch.undo()
+    summary = run(dataclasses.replace(cfg, resume=True))
+    assert summary["resumed_at_step"] == 120
+    assert [step for step, *_ in summary["evals"]] == [60, 120, 130]  # each point once, 120 at its step
+
+
 def test_a_resumed_run_reads_its_own_preset_copy_and_names_the_settings_it_keeps(tmp_path, caplog):
     import logging
     import shutil
