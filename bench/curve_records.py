@@ -23,6 +23,7 @@ from typing import Any
 
 from agent_runtime.files import write_text_atomically
 from train.run_files import EVALS_NAME, SUMMARY_NAME
+from train.sweep import curve_of
 
 RECORDS = Path(__file__).resolve().parent / "curves"
 """The committed records."""
@@ -48,7 +49,12 @@ def _commit() -> str | None:
 def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
     """Write the record of ``run_dir`` (finished: its summary; unfinished: its curve so far); returns its path.
 
-    Raises ``FileNotFoundError`` naming the file when the run has no config or no evaluation yet.
+    The curve is the run's longest (``train.sweep.curve_of``); a ``summary.json`` left from an
+    earlier, smaller target does not count as finished.
+
+    Raises:
+        FileNotFoundError: naming the file, when the run has no config or no evaluation yet.
+        CurveRecordError: the record kept for this run name has a longer curve (it is left as it is).
     """
     from bench.machine import describe
 
@@ -58,12 +64,13 @@ def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
     config = json.loads(config_path.read_text())
     summary_path = run_dir / SUMMARY_NAME
     summary: dict[str, Any] | None = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    evals_path = run_dir / EVALS_NAME
-    if summary is None and not evals_path.is_file():
-        raise FileNotFoundError(f"{evals_path} is missing: {run_dir} has not evaluated yet, so it has no curve")
-    evals = summary["evals"] if summary is not None else json.loads(evals_path.read_text())["evals"]
+    evals = curve_of(run_dir)
+    if evals is None:
+        raise FileNotFoundError(f"{run_dir / EVALS_NAME} is missing or empty: {run_dir} has not evaluated yet")
+    if summary is not None and (not summary["evals"] or summary["evals"][-1][0] < evals[-1][0]):
+        summary = None  # the summary of an earlier target: the run was resumed toward more steps since
     target = int(config["steps"])
-    steps = int(summary["steps"]) if summary is not None else int(evals[-1][0]) if evals else 0
+    steps = int(summary["steps"]) if summary is not None else int(evals[-1][0])
     record = {
         "run": run_dir.name,
         "steps": steps,
@@ -83,8 +90,17 @@ def save_record(run_dir: Path, records: Path = RECORDS) -> Path:
     kept = load_record(records, run_dir.name)
     if kept is not None and kept["finished"] and kept["evals"] == json.loads(json.dumps(evals)):
         return path  # the same finished curve: its commit and date say when it was first kept
+    if kept is not None and kept["evals"] and kept["evals"][-1][0] > evals[-1][0]:
+        raise CurveRecordError(
+            f"{path} holds a longer curve ({kept['evals'][-1][0]:,.0f} steps) than {run_dir} "
+            f"({evals[-1][0]:,.0f}); it is kept. Delete it first to replace it with the shorter one"
+        )
     write_text_atomically(path, json.dumps(record, indent=1) + "\n")
     return path
+
+
+class CurveRecordError(ValueError):
+    """A record would lose evaluations its file already holds."""
 
 
 def load_record(records: Path, run_name: str) -> dict[str, Any] | None:
@@ -114,7 +130,7 @@ def main() -> None:
                 continue
             try:
                 path = save_record(run_dir, args.records)
-            except FileNotFoundError as error:
+            except (FileNotFoundError, CurveRecordError) as error:
                 print(f"skipped: {error}")
                 continue
             record = json.loads(path.read_text())

@@ -54,7 +54,7 @@ class Pair:
     lever: float | None
     base: float | None
     base_range: tuple[float, float] | None
-    """The lowest and highest return of the base over ``--base-seeds`` at ``frames``."""
+    """The lowest and highest return of the base over ``--base-seeds`` and ``--seeds`` at ``frames``."""
 
 
 def _by_seed(
@@ -116,7 +116,9 @@ def main() -> None:
         "--methods", nargs="+", default=cpu_levers, choices=LEVERS, help=f"levers to run; default: all but {GPU_LEVER}"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--base-seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of the base's range")
+    parser.add_argument(
+        "--base-seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of the base's range (with --seeds)"
+    )
     parser.add_argument("--max-frames", type=int, default=100_000, help="train each lever run to this many frames")
     parser.add_argument("--frames", nargs="+", type=int, default=[100_000], help="budgets to tabulate")
     parser.add_argument("--eval-every", type=int, default=20_000, help="frames between evaluations (DrQ-v2: 20k)")
@@ -129,14 +131,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     steps = args.max_frames // ACTION_REPEAT
-    if not args.report_only:
-        learning_curves(
-            args.out, [(t, steps) for t in args.tasks], args.methods, args.seeds, args.eval_every // ACTION_REPEAT,
-            True, args.threads, args.eval_episodes, args.records,
-        )  # fmt: skip
-    found = {(t, m): _by_seed(args.out, t, m, args.seeds, steps, args) for t in args.tasks for m in args.methods}
-    bases = {t: _by_seed(args.base_out, t, BASE, sorted(set(args.base_seeds) | set(args.seeds)), steps, args)
-             for t in args.tasks}  # fmt: skip
+    try:
+        if not args.report_only:
+            learning_curves(
+                args.out, [(t, steps) for t in args.tasks], args.methods, args.seeds,
+                args.eval_every // ACTION_REPEAT, True, args.threads, args.eval_episodes, args.records,
+            )  # fmt: skip
+        found = {(t, m): _by_seed(args.out, t, m, args.seeds, steps, args) for t in args.tasks for m in args.methods}
+        bases = {t: _by_seed(args.base_out, t, BASE, sorted(set(args.base_seeds) | set(args.seeds)), steps, args)
+                 for t in args.tasks}  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # what the user gave: named in one line
+        parser.error(str(error))
     print(table(pairs(found, bases, args.frames)))
     for task in args.tasks:
         series = {BASE: [bases[task][s] for s in args.seeds if s in bases[task]]}

@@ -17,7 +17,8 @@ At each ``--frames`` budget the table gives, for ours and for DrQ-v2, every seed
 evaluation at or before the budget), the mean, and the IQM with rliable's stratified bootstrap 95%
 interval (``train.stats.across_seeds_iqm``), computed the same way for both; and the ratio of the
 means. A seed whose run has not reached a budget is left out of that row, and the row says how many
-seeds it has. One PNG: a panel per task, each of our seeds' curves against DrQ-v2's mean and its
+seeds it has (DrQ-v2's runs end at 980k frames, one evaluation short of 1M: they count at 1M, as
+the anchors' README counts them). One PNG: a panel per task, each of our seeds' curves against DrQ-v2's mean and its
 min..max band over seeds.
 
 Targets (issue 16): ours >= DrQ-v2's mean at 100k frames on at least 4 of the 6 tasks, and at 500k
@@ -45,6 +46,8 @@ TASKS = ("dmc_cartpole_swingup", "dmc_reacher_easy", "dmc_cheetah_run", "dmc_wal
 ACTION_REPEAT = 2
 """Simulator frames per agent step, for DrQ-v2 and for our DMC presets alike."""
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "drqv2"
+ANCHOR_EVAL_EVERY = 20_000
+"""Frames between DrQ-v2's evaluations."""
 
 Curve = list[tuple[float, float]]
 """(frames, evaluation return), frames ascending."""
@@ -67,8 +70,14 @@ def anchor_curves(task: str, anchors: Path = ANCHORS) -> dict[int, Curve]:
         raise FileNotFoundError(f"no DrQ-v2 curves for {task}: {path} is missing (anchors directory: --anchors)")
     seeds: dict[int, Curve] = {}
     with path.open(newline="") as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        missing = [c for c in ("seed", "frame", "episode_reward") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} has no column {', '.join(missing)}; it is not one of DrQ-v2's curve files")
+        for row in reader:
             seeds.setdefault(int(row["seed"]), []).append((float(row["frame"]), float(row["episode_reward"])))
+    if not seeds:
+        raise ValueError(f"{path} holds no evaluations")
     return {seed: sorted(points) for seed, points in seeds.items()}
 
 
@@ -77,13 +86,16 @@ def our_curves(evals: list[list[list[float]]]) -> list[Curve]:
     return [[(step * ACTION_REPEAT, mean) for step, mean, *_ in run] for run in evals]
 
 
-def value_at(curve: Curve, frames: int) -> float | None:
+def value_at(curve: Curve, frames: int, grace: int = 0) -> float | None:
     """The last evaluation at or before ``frames``; ``None`` if the run had not got that far.
 
-    A run has got that far when it evaluated at ``frames`` or later (an unfinished run is not counted
-    at a budget it has not reached, even if its last evaluation is the latest before it).
+    A run has got that far when it evaluated at ``frames - grace`` or later (an unfinished run is not
+    counted at a budget it has not reached, even if its last evaluation is the latest before it). Ours
+    evaluate at the end of a run (``grace`` 0); DrQ-v2's runs stop at 1M frames without evaluating
+    there, their last evaluation at 980k, so its seeds are read with ``grace`` one evaluation interval
+    (``ANCHOR_EVAL_EVERY``), as the anchors' README tabulates them.
     """
-    if not curve or curve[-1][0] < frames:
+    if not curve or curve[-1][0] < frames - grace:
         return None
     before = [ret for at, ret in curve if at <= frames]
     return before[-1] if before else None
@@ -95,7 +107,7 @@ def rows(ours: dict[str, list[Curve]], theirs: dict[str, dict[int, Curve]], budg
     for task in ours:
         for frames in budgets:
             mine = tuple(v for c in ours[task] if (v := value_at(c, frames)) is not None)
-            drq = tuple(v for c in theirs[task].values() if (v := value_at(c, frames)) is not None)
+            drq = tuple(v for c in theirs[task].values() if (v := value_at(c, frames, ANCHOR_EVAL_EVERY)) is not None)
             out.append(Row(task, frames, mine, drq))
     return out
 
@@ -176,11 +188,14 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="train nothing; report runs as far as they got")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    theirs = {task: anchor_curves(task, args.anchors) for task in args.tasks}  # before hours of training
-    found = learning_curves(
-        args.out, [(task, args.max_frames // ACTION_REPEAT) for task in args.tasks], [args.method], args.seeds,
-        args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes, args.records,
-    )  # fmt: skip
+    try:
+        theirs = {task: anchor_curves(task, args.anchors) for task in args.tasks}  # before hours of training
+        found = learning_curves(
+            args.out, [(task, args.max_frames // ACTION_REPEAT) for task in args.tasks], [args.method], args.seeds,
+            args.eval_every // ACTION_REPEAT, not args.report_only, args.threads, args.eval_episodes, args.records,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # what the user gave: named in one line
+        parser.error(str(error))
     ours = {task: our_curves(found[(task, args.method)]) for task in args.tasks}
     print(table(rows(ours, theirs, args.frames)))
     print(f"plot: {plot(ours, theirs, args.out / 'dmc_vs_drqv2.png')}")

@@ -10,9 +10,12 @@ shift), ``-n3`` (n-step 3), ``-lite2`` (EfficientNet-Lite2), ``-stage3`` (a late
 
 A thin user of ``agent-runtime sweep`` (``train.sweep``): every (task, method, seed) is a trial there,
 a run directory ``<out>/<task>-<method>-s<seed>``, trained on Ray Tune as many at a time as the
-machine's CPUs allow (``--threads`` each), finished ones reused and unfinished ones resumed. A run
-whose directory is gone (another machine) but whose curve is kept in the repository
-(``bench.curve_records``) is not trained again; every run trained here leaves its curve there.
+machine's CPUs allow (``--threads`` each), finished ones reused and unfinished ones resumed; a run
+that has evaluated at the asked steps already is reused as it is, even unfinished (e.g. on its way
+to a larger budget). A run whose directory is gone (another machine) but whose curve kept in the
+repository (``bench.curve_records``) reaches the asked steps is not trained again; every run this
+trains or resumes leaves its curve there, as far as it got, even when stopped. A seed, task or method
+given twice is refused.
 
 Then the table and a PNG of the curves (``train.curves``): across seeds, the interquartile mean (IQM)
 with rliable's stratified bootstrap 95% interval beside the plain mean; each seed's point is the mean
@@ -33,11 +36,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bench.curve_records import RECORDS, load_record, save_record
+from bench.curve_records import CONFIG_NAME, RECORDS, CurveRecordError, load_record, save_record
 from train.config import TrainConfig
 from train.curves import Curve, markdown, plot, rows
 from train.overrides import Override
-from train.run_files import SUMMARY_NAME
 from train.sweep import Trial, curve_of, train_all, trial_config
 from train.sweep_config import Setting
 
@@ -97,11 +99,32 @@ def run_config(
     return trial_config(Trial(task, Setting(method, METHODS[method]), seed), base, out)
 
 
+def _same_evaluations(saved: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a run's saved config evaluates as ``cfg`` asks (every as many steps, as many episodes)."""
+    return (saved.get("eval_every"), saved.get("eval_episodes")) == (cfg.eval_every, cfg.eval_episodes)
+
+
 def _covers(record: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a kept curve is of a run that finished at ``cfg``'s steps or more, evaluated as ``cfg`` asks."""
-    saved = record["config"]
-    same_evaluations = (saved.get("eval_every"), saved.get("eval_episodes")) == (cfg.eval_every, cfg.eval_episodes)
-    return bool(record["finished"]) and int(record["steps"]) >= cfg.target_steps and same_evaluations
+    """Whether a kept curve reaches ``cfg``'s steps (finished there or not), evaluated as ``cfg`` asks."""
+    return int(record["steps"]) >= cfg.target_steps and _same_evaluations(record["config"], cfg)
+
+
+def _reaches(run_dir: Path, cfg: TrainConfig) -> Curve | None:
+    """The curve of the run in ``run_dir`` if it evaluated at ``cfg``'s steps or later, else ``None``.
+
+    Raises:
+        ValueError: the run evaluates otherwise than ``cfg`` asks (its curve would not compare).
+    """
+    config_path = run_dir / CONFIG_NAME
+    if config_path.is_file() and not _same_evaluations(json.loads(config_path.read_text()), cfg):
+        saved = json.loads(config_path.read_text())
+        raise ValueError(
+            f"{run_dir} evaluates every {saved.get('eval_every')} steps on {saved.get('eval_episodes')} episodes, "
+            f"this benchmark every {cfg.eval_every} on {cfg.eval_episodes}: its curve would not compare. "
+            "Use another --out, or the run's own settings"
+        )
+    curve = curve_of(run_dir)
+    return curve if curve is not None and curve[-1][0] >= cfg.target_steps else None
 
 
 def learning_curves(
@@ -122,6 +145,13 @@ def learning_curves(
     on, a run finished at fewer steps than its task's is resumed from its checkpoint, or trained again
     from the start when only its record is left.
     """
+    named: tuple[tuple[str, list[str]], ...] = (
+        ("tasks", [task for task, _ in tasks]), ("methods", methods), ("seeds", [str(seed) for seed in seeds])
+    )  # fmt: skip
+    for name, given in named:
+        twice = sorted({v for v in given if given.count(v) > 1})
+        if twice:
+            raise ValueError(f"{name} {', '.join(twice)} given more than once: each would count twice")
     kept: dict[tuple[str, str, int], Curve] = {}
     todo: list[tuple[tuple[str, str, int], TrainConfig]] = []
     for task, steps in tasks:
@@ -129,23 +159,33 @@ def learning_curves(
             for seed in seeds:
                 cfg = run_config(out, task, steps, method, seed, eval_every, threads, eval_episodes)
                 record = load_record(records, cfg.run_dir.name) if records is not None else None
-                if not train or (not cfg.run_dir.exists() and record is not None and _covers(record, cfg)):
-                    curve = curve_of(cfg.run_dir) if cfg.run_dir.exists() else None
+                here = cfg.run_dir.exists()
+                if not train or (not here and record is not None and _covers(record, cfg)):
+                    curve = curve_of(cfg.run_dir) if here else None
                     if curve is None and record is not None:
                         log.info("%s: the curve kept in %s (%d steps)", cfg.run_dir.name, records, record["steps"])
                         curve = record["evals"]
                     if curve is not None:
                         kept[(task, method, seed)] = curve
                     continue
+                reached = _reaches(cfg.run_dir, cfg) if here else None
+                if reached is not None:  # got this far already (perhaps on its way to more steps)
+                    kept[(task, method, seed)] = reached
+                    continue
                 todo.append(((task, method, seed), cfg))
     try:
         train_all([cfg for _, cfg in todo], cpus_per_trial=float(threads))
-    finally:  # the runs that finished keep their curves, even when another trial failed
+    finally:  # every run keeps its curve so far, even when a trial failed or the sweep was stopped
         for key, cfg in todo:
-            if (cfg.run_dir / SUMMARY_NAME).is_file():
-                if records is not None:
+            curve = curve_of(cfg.run_dir)
+            if curve is None:
+                continue
+            kept[key] = curve
+            if records is not None:
+                try:
                     save_record(cfg.run_dir, records)
-                kept[key] = json.loads((cfg.run_dir / SUMMARY_NAME).read_text())["evals"]
+                except CurveRecordError as error:
+                    log.warning("%s", error)
     return {(t, m): [kept[(t, m, s)] for s in seeds if (t, m, s) in kept] for t, _ in tasks for m in methods}
 
 
@@ -166,10 +206,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tasks = [(task, int(steps)) for task, steps in (spec.split(":") for spec in args.task)]
-    found = learning_curves(
-        args.out, tasks, args.method, args.seeds, args.eval_every, not args.report_only, args.threads,
-        args.eval_episodes, args.records,
-    )  # fmt: skip
+    try:
+        found = learning_curves(
+            args.out, tasks, args.method, args.seeds, args.eval_every, not args.report_only, args.threads,
+            args.eval_episodes, args.records,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # what the user gave: named in one line
+        parser.error(str(error))
     table = []
     for task, _ in tasks:
         series = {method: found[(task, method)] for method in args.method if found[(task, method)]}

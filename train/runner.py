@@ -252,6 +252,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         # The curve keeps the periodic evaluations' few episodes, also at the end, so it stays comparable.
         periodic = result.returns[: cfg.eval_episodes]
         mean, std = float(np.mean(periodic)), float(np.std(periodic))
+        if state["evals"] and state["evals"][-1][0] == state["step"]:  # evaluated again at a step (killed after
+            state["evals"].pop()  # the checkpoint at the end, before the summary): one point per step
         state["evals"].append([state["step"], mean, std])
         # The curve so far, readable while the run goes on (summary.json comes only at the end).
         _write_json(cfg.run_dir / EVALS_NAME, {"evals": state["evals"]})

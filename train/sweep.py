@@ -149,13 +149,20 @@ def _tune_dir(configs: list[TrainConfig]) -> Path:
 
 
 def curve_of(run_dir: Path) -> Curve | None:
-    """A run's evaluations so far (``summary.json`` when it finished, else ``evals.json``); ``None`` without any."""
+    """A run's evaluations so far; ``None`` without any.
+
+    The longer of ``summary.json``'s (a finished run's) and ``evals.json``'s (rewritten at every
+    evaluation, so it is the longer one once a finished run is resumed toward a larger ``--steps``);
+    the summary's when they end at the same step.
+    """
+    found: list[Curve] = []
     for name in (SUMMARY_NAME, EVALS_NAME):
         path = run_dir / name
         if path.is_file():
             evals: Curve = json.loads(path.read_text())["evals"]
-            return evals or None
-    return None
+            if evals:
+                found.append(evals)
+    return max(found, key=lambda evals: evals[-1][0]) if found else None
 
 
 def report(cmd: SweepCommand) -> list[CurveRow]:

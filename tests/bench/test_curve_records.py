@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import learning_curves
-from bench.curve_records import load_record, save_record
+from bench.curve_records import CurveRecordError, load_record, save_record
 from train.config import TrainConfig
 
 EVALS = [[1000, 10.0, 1.0], [2000, 50.0, 2.0]]
@@ -88,7 +88,8 @@ def _training(monkeypatch) -> list[TrainConfig]:
             if not cfg.resume:
                 _fake_run(cfg.run_dir, cfg.target_steps, evals, finished=True)
             (cfg.run_dir / "summary.json").write_text(json.dumps({"steps": cfg.target_steps, "evals": evals}))
-            (cfg.run_dir / "config.json").write_text(json.dumps({"steps": cfg.target_steps}))
+            config = {"steps": cfg.target_steps, "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes}
+            (cfg.run_dir / "config.json").write_text(json.dumps(config))
 
     monkeypatch.setattr(learning_curves, "train_all", fake_train_all)
     return trained
@@ -138,3 +139,75 @@ def test_report_only_reads_kept_curves_when_the_run_directories_are_gone(tmp_pat
     got = _curves(tmp_path / "runs", 4000, [0, 1], False, records)
     assert got == [EVALS] and trained == []  # seed 1 has neither a run nor a record
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_summary_left_from_a_smaller_target_does_not_hide_the_curve_since(tmp_path):
+    run_dir = tmp_path / "reacher-state-s0"
+    _fake_run(run_dir, 2000, EVALS, finished=True)
+    # Resumed toward 4,000 steps: config.json and evals.json move on, summary.json stays at 2,000.
+    longer = [*EVALS, [3000, 70.0, 1.0]]
+    (run_dir / "config.json").write_text(json.dumps({"steps": 4000, "eval_every": 1000, "eval_episodes": 5}))
+    (run_dir / "evals.json").write_text(json.dumps({"evals": longer}))
+    record = load_record(tmp_path, save_record(run_dir, tmp_path).stem)
+    assert record is not None and record["evals"] == longer
+    assert record["steps"] == 3000 and record["target_steps"] == 4000 and record["finished"] is False
+    assert record["wall_time_s"] is None  # the old summary's figures are not this curve's
+    assert learning_curves.curve_of(run_dir) == longer
+
+
+def test_a_kept_curve_is_never_replaced_by_a_shorter_one(tmp_path):
+    records = tmp_path / "curves"
+    _fake_run(tmp_path / "long" / "reacher-state-s0", 5000, [*EVALS, [3000, 70.0, 1.0]], finished=False)
+    path = save_record(tmp_path / "long" / "reacher-state-s0", records)
+    before = path.read_text()
+    _fake_run(tmp_path / "short" / "reacher-state-s0", 5000, EVALS, finished=False)  # started again elsewhere
+    with pytest.raises(CurveRecordError, match=r"holds a longer curve \(3,000 steps\).*Delete it first"):
+        save_record(tmp_path / "short" / "reacher-state-s0", records)
+    assert path.read_text() == before
+
+
+def test_an_unfinished_kept_curve_that_reaches_the_budget_is_reused_without_training(tmp_path, monkeypatch):
+    trained = _training(monkeypatch)
+    records = tmp_path / "curves"
+    _fake_run(tmp_path / "old" / "reacher-state-s0", 9000, EVALS, finished=False)  # stopped at 2,000 of 9,000
+    save_record(tmp_path / "old" / "reacher-state-s0", records)
+    assert _curves(tmp_path / "runs", 2000, [0], True, records) == [EVALS] and trained == []
+    assert load_record(records, "reacher-state-s0")["steps"] == 2000  # type: ignore[index]
+
+
+def test_a_run_directory_that_got_past_the_budget_is_reused_without_training(tmp_path, monkeypatch):
+    trained = _training(monkeypatch)
+    out = tmp_path / "runs"
+    _fake_run(out / "reacher-state-s0", 9000, EVALS, finished=False)  # on its way to 9,000 steps
+    assert _curves(out, 1000, [0], True, tmp_path / "curves") == [EVALS] and trained == []
+
+
+def test_a_run_directory_that_evaluates_otherwise_is_refused_by_name(tmp_path, monkeypatch):
+    _training(monkeypatch)
+    out = tmp_path / "runs"
+    _fake_run(out / "reacher-state-s0", 9000, EVALS, finished=False)
+    with pytest.raises(ValueError, match=r"reacher-state-s0 evaluates every 1000 steps on 5 episodes, this benchmark"):
+        learning_curves.learning_curves(out, [("reacher", 1000)], ["state"], [0], 500, True, 1, records=None)
+
+
+def test_a_seed_given_twice_is_refused(tmp_path, monkeypatch):
+    trained = _training(monkeypatch)
+    with pytest.raises(ValueError, match=r"seeds 1 given more than once"):
+        _curves(tmp_path / "runs", 1000, [0, 1, 1], True, tmp_path / "curves")
+    assert trained == []
+
+
+def test_a_stopped_sweep_keeps_the_curve_of_every_run_as_far_as_it_got(tmp_path, monkeypatch):
+    def stopped_sweep(configs: list[TrainConfig], cpus_per_trial: float) -> None:
+        _fake_run(configs[0].run_dir, configs[0].target_steps, EVALS, finished=False)
+        config = {"steps": configs[0].target_steps, "eval_every": 1000, "eval_episodes": 5}
+        (configs[0].run_dir / "config.json").write_text(json.dumps(config))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learning_curves, "train_all", stopped_sweep)
+    records = tmp_path / "curves"
+    with pytest.raises(KeyboardInterrupt):
+        _curves(tmp_path / "runs", 4000, [0, 1], True, records)
+    record = load_record(records, "reacher-state-s0")
+    assert record is not None and record["evals"] == EVALS and record["finished"] is False
+    assert load_record(records, "reacher-state-s1") is None  # it never evaluated

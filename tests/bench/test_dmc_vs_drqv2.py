@@ -34,6 +34,17 @@ def test_value_at_takes_the_last_evaluation_a_run_reached():
     curve = [(0.0, 1.0), (20_000.0, 5.0), (40_000.0, 9.0)]
     assert value_at(curve, 30_000) == 5.0 and value_at(curve, 40_000) == 9.0
     assert value_at(curve, 50_000) is None  # the run has not got that far
+    # DrQ-v2's runs end one evaluation short of 1M frames (at 980k): read with one interval's grace.
+    assert value_at(curve, 60_000, grace=20_000) == 9.0 and value_at(curve, 61_000, grace=20_000) is None
+
+
+def test_an_anchor_file_without_its_columns_or_evaluations_is_named(tmp_path):
+    (tmp_path / "dmc_cup_catch.csv").write_text(",agent,task,frame,reward\n0,DrQ-v2,cup_catch,0,1.0\n")
+    with pytest.raises(ValueError, match=r"dmc_cup_catch\.csv has no column seed, episode_reward"):
+        anchor_curves("dmc_cup_catch", tmp_path)
+    (tmp_path / "dmc_cup_catch.csv").write_text(ANCHOR.splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=r"dmc_cup_catch\.csv holds no evaluations"):
+        anchor_curves("dmc_cup_catch", tmp_path)
 
 
 def test_report_only_compares_ours_with_drqv2_at_each_budget(tmp_path, monkeypatch, capsys):

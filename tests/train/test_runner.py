@@ -252,6 +252,15 @@ def test_a_stop_during_the_final_evaluation_keeps_every_step_and_resume_evaluate
     assert len(summary["final_eval"]["returns"]) == 3
 
 
+def test_a_run_killed_after_its_final_checkpoint_evaluates_again_with_one_point_at_the_end(tmp_path):
+    cfg = TrainConfig(representation="state", steps=60, learning_starts=50, batch_size=8, eval_every=10**6,
+                      eval_episodes=1, final_eval_episodes=1, video=False, run_dir=tmp_path / "r")  # fmt: skip
+    run(cfg)
+    (cfg.run_dir / "summary.json").unlink()  # as if killed between the last checkpoint and the summary
+    summary = run(dataclasses.replace(cfg, resume=True))
+    assert [step for step, *_ in summary["evals"]] == [60]
+
+
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_a_stop_at_a_periodic_evaluation_saves_there_and_resume_evaluates_at_that_step(tmp_path, monkeypatch, when):
     import train.runner as runner
