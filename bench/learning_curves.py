@@ -14,8 +14,9 @@ machine's CPUs allow (``--threads`` each), finished ones reused and unfinished o
 that has evaluated at the asked steps already is reused as it is, even unfinished (e.g. on its way
 to a larger budget). A run whose directory is gone (another machine) but whose curve kept in the
 repository (``bench.curve_records``) reaches the asked steps is not trained again; every run this
-trains or resumes leaves its curve there, as far as it got, even when stopped. A seed, task or method
-given twice is refused.
+trains or resumes leaves its curve there, as far as it got, even when stopped (Ctrl-C or SIGTERM).
+A run directory or kept curve that evaluates otherwise than asked is refused for training (reported
+with a warning under ``--report-only``); a seed, task or method given twice is refused.
 
 Then the table and a PNG of the curves (``train.curves``): across seeds, the interquartile mean (IQM)
 with rliable's stratified bootstrap 95% interval beside the plain mean; each seed's point is the mean
@@ -36,7 +37,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bench.curve_records import CONFIG_NAME, RECORDS, CurveRecordError, load_record, save_record
+from agent_runtime.interrupts import raise_keyboard_interrupt, stop_signals
+from bench.curve_records import CONFIG_NAME, RECORDS, load_record, record_path, save_record
 from train.config import TrainConfig
 from train.curves import Curve, markdown, plot, rows
 from train.overrides import Override
@@ -99,32 +101,49 @@ def run_config(
     return trial_config(Trial(task, Setting(method, METHODS[method]), seed), base, out)
 
 
-def _same_evaluations(saved: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a run's saved config evaluates as ``cfg`` asks (every as many steps, as many episodes)."""
-    return (saved.get("eval_every"), saved.get("eval_episodes")) == (cfg.eval_every, cfg.eval_episodes)
+def _mismatch(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> str | None:
+    """What differs between how a run (its saved config) evaluates and how ``cfg`` asks; ``None`` if nothing."""
+    theirs = (saved.get("eval_every"), saved.get("eval_episodes"))
+    if theirs == (cfg.eval_every, cfg.eval_episodes):
+        return None
+    return (
+        f"{where} evaluates every {theirs[0]} agent steps on {theirs[1]} episodes, this benchmark every "
+        f"{cfg.eval_every} on {cfg.eval_episodes}: the curves would not compare (the DMC benches' --eval-every "
+        "counts simulator frames, 2 per agent step)"
+    )
 
 
 def _covers(record: dict[str, Any], cfg: TrainConfig) -> bool:
     """Whether a kept curve reaches ``cfg``'s steps (finished there or not), evaluated as ``cfg`` asks."""
-    return int(record["steps"]) >= cfg.target_steps and _same_evaluations(record["config"], cfg)
+    return int(record["steps"]) >= cfg.target_steps and _mismatch(record["config"], cfg, Path()) is None
 
 
 def _reaches(run_dir: Path, cfg: TrainConfig) -> Curve | None:
-    """The curve of the run in ``run_dir`` if it evaluated at ``cfg``'s steps or later, else ``None``.
-
-    Raises:
-        ValueError: the run evaluates otherwise than ``cfg`` asks (its curve would not compare).
-    """
-    config_path = run_dir / CONFIG_NAME
-    if config_path.is_file() and not _same_evaluations(json.loads(config_path.read_text()), cfg):
-        saved = json.loads(config_path.read_text())
-        raise ValueError(
-            f"{run_dir} evaluates every {saved.get('eval_every')} steps on {saved.get('eval_episodes')} episodes, "
-            f"this benchmark every {cfg.eval_every} on {cfg.eval_episodes}: its curve would not compare. "
-            "Use another --out, or the run's own settings"
-        )
+    """The curve of the run in ``run_dir`` if it evaluated at ``cfg``'s steps or later, else ``None``."""
     curve = curve_of(run_dir)
     return curve if curve is not None and curve[-1][0] >= cfg.target_steps else None
+
+
+def _check_evaluations(cfg: TrainConfig, record: dict[str, Any] | None, records: Path | None, train: bool) -> None:
+    """Refuse (``train``) or warn of a run directory, else a kept record, that evaluates otherwise than ``cfg``.
+
+    Raises:
+        ValueError: naming the directory or record and the fix, when ``train`` is on.
+    """
+    config_path = cfg.run_dir / CONFIG_NAME
+    if config_path.is_file():
+        problem = _mismatch(json.loads(config_path.read_text()), cfg, cfg.run_dir)
+        fix = "use another --out, or the run's own settings"
+    elif record is not None and records is not None and not cfg.run_dir.exists():
+        problem = _mismatch(record["config"], cfg, record_path(records, cfg.run_dir.name))
+        fix = "use the record's own settings, or delete the record (its curve is lost) to train the run again"
+    else:
+        return
+    if problem is None:
+        return
+    if train:  # a curve trained on would not be comparable, and would not be kept over a longer record
+        raise ValueError(f"{problem}; {fix}")
+    log.warning("%s; reported as it is", problem)
 
 
 def learning_curves(
@@ -159,6 +178,7 @@ def learning_curves(
             for seed in seeds:
                 cfg = run_config(out, task, steps, method, seed, eval_every, threads, eval_episodes)
                 record = load_record(records, cfg.run_dir.name) if records is not None else None
+                _check_evaluations(cfg, record, records, train)
                 here = cfg.run_dir.exists()
                 if not train or (not here and record is not None and _covers(record, cfg)):
                     curve = curve_of(cfg.run_dir) if here else None
@@ -174,7 +194,8 @@ def learning_curves(
                     continue
                 todo.append(((task, method, seed), cfg))
     try:
-        train_all([cfg for _, cfg in todo], cpus_per_trial=float(threads))
+        with stop_signals(raise_keyboard_interrupt):  # SIGTERM (a job's or a session's end) unwinds like Ctrl-C
+            train_all([cfg for _, cfg in todo], cpus_per_trial=float(threads))
     finally:  # every run keeps its curve so far, even when a trial failed or the sweep was stopped
         for key, cfg in todo:
             curve = curve_of(cfg.run_dir)
@@ -184,7 +205,7 @@ def learning_curves(
             if records is not None:
                 try:
                     save_record(cfg.run_dir, records)
-                except CurveRecordError as error:
+                except ValueError as error:  # a longer or a damaged record: left as it is, named
                     log.warning("%s", error)
     return {(t, m): [kept[(t, m, s)] for s in seeds if (t, m, s) in kept] for t, _ in tasks for m in methods}
 

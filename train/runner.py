@@ -244,7 +244,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         seeds = eval_seeds(cfg.seed, episodes)
         asked = stop.is_set if stop is not None else None
         result = evaluate(policy, preset, mode, seeds, video, cfg.video_size, budget_s=budget_s, stop=asked)
-        if asked is not None and asked():  # cut short: not recorded, and --resume runs it first
+        if len(result.returns) < len(seeds) and asked is not None and asked():  # cut short: not recorded,
+            bar.close()  # and --resume runs it first
             if not final:  # (the final one comes after a checkpoint at the last step)
                 save()
             log.info("stopped during the evaluation at step %d; checkpoint saved, --resume runs it", state["step"])
@@ -284,7 +285,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         # every PROGRESS_LOG_S tells how far the run is instead.
         next_progress_log, progress_from = time.perf_counter() + PROGRESS_LOG_S, (state["step"], time.perf_counter())
         losses: list[dict[str, float]] = []
-        learn_start: tuple[int, float] | None = None  # (step, time) when updates began in this process
+        # (step, time, evaluation time so far) when updates began in this process
+        learn_start: tuple[int, float, float] | None = None
         # --collect-ahead: the next step, collected (and stored, and its batches drawn) while this
         # step's updates ran.
         ahead: Future[tuple[Transitions, list[Batch]]] | None = None
@@ -327,7 +329,7 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
 
             if state["step"] >= cfg.learning_starts:
                 if learn_start is None:
-                    learn_start = (state["step"], time.perf_counter())
+                    learn_start = (state["step"], time.perf_counter(), eval_time[0])
                 # Updates are owed for the steps from the last random one on (a round may straddle it).
                 first_owed = max(state["step"] - transitions.steps, cfg.learning_starts - 1)
                 owed_updates += (state["step"] - first_owed) * cfg.updates_per_step
@@ -390,7 +392,8 @@ def run(cfg: TrainConfig, stop: threading.Event | None = None) -> dict[str, Any]
         if learn_start is not None and state["step"] > learn_start[0]:
             # Environment steps per second while learning (one step, its encoding and its updates),
             # without the random warm-up and without evaluations.
-            learning_rate = (state["step"] - learn_start[0]) / (time.perf_counter() - learn_start[1] - eval_time[0])
+            evaluating = eval_time[0] - learn_start[2]  # the evaluations since updates began
+            learning_rate = (state["step"] - learn_start[0]) / (time.perf_counter() - learn_start[1] - evaluating)
         video_path = cfg.run_dir / "eval.mp4" if cfg.video else None
         log.info(
             "final evaluation: %d episodes on held-out seeds (at most %.0f s)", cfg.final_eval_episodes,

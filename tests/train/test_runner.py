@@ -301,6 +301,28 @@ def test_a_stop_at_a_periodic_evaluation_saves_there_and_resume_evaluates_at_tha
     summary = run(dataclasses.replace(cfg, resume=True))
     assert summary["resumed_at_step"] == 120
     assert [step for step, *_ in summary["evals"]] == [60, 120, 130]  # each point once, 120 at its step
+    assert summary["learning_steps_per_s"] > 0  # the evaluation run first is not taken from the updates' time
+
+
+def test_a_stop_that_comes_as_an_evaluation_ends_keeps_it(tmp_path, monkeypatch):
+    import train.runner as runner
+
+    cfg = TrainConfig(representation="state", steps=130, learning_starts=50, batch_size=16, eval_every=60,
+                      eval_episodes=2, final_eval_episodes=2, video=False, checkpoint_every=10**6,
+                      run_dir=tmp_path / "r")  # fmt: skip
+    stop = threading.Event()
+    real_evaluate = runner.evaluate
+
+    def asked_to_stop_in_its_last_episode(*args: Any, **kwargs: Any) -> Any:
+        result = real_evaluate(*args, **kwargs)
+        stop.set()  # every episode has run: nothing is cut short
+        return result
+
+    monkeypatch.setattr(runner, "evaluate", asked_to_stop_in_its_last_episode)
+    with pytest.raises(TrainingStopped) as stopped:
+        run(cfg, stop=stop)
+    assert stopped.value.step == 61  # the run stops at the end of the next step, as for any stop
+    assert [step for step, *_ in json.loads((cfg.run_dir / "evals.json").read_text())["evals"]] == [60]
 
 
 def test_a_resumed_run_reads_its_own_preset_copy_and_names_the_settings_it_keeps(tmp_path, caplog):
