@@ -86,8 +86,9 @@ class ObservationHead(nn.Module):
 class Policy(nn.Module):
     """Everything between the sensors and the actuators: raw observations in, bounded action out.
 
-    Inputs follow the policy spec: ``pixels`` uint8 (B, H, W, 3k) and ``proprio`` float32 (B, P), or
-    ``state`` float32 (B, S). The output is the deterministic action, scaled to the action bounds.
+    Inputs follow the policy spec: ``pixels`` uint8 (B, H, W, 3k) and ``proprio`` float32 (B, P)
+    (absent from a spec without joint readings), or ``state`` float32 (B, S). The output is the
+    deterministic action, scaled to the action bounds.
 
     Args:
         head: the observation head.
@@ -117,5 +118,9 @@ class Policy(nn.Module):
             state = observation["state"]
             x = self.head(state.unsqueeze(1), state.new_zeros((state.shape[0], 0)))
         else:
-            x = self.head(self.frames(observation["pixels"]), observation["proprio"])
+            pixels = observation["pixels"]
+            proprio = observation.get("proprio")  # absent when the spec has camera frames alone
+            if proprio is None:
+                proprio = torch.zeros((pixels.shape[0], 0), dtype=torch.float32, device=pixels.device)
+            x = self.head(self.frames(pixels), proprio)
         return self.actor.scale(self.actor.deterministic(x))

@@ -105,8 +105,6 @@ class ConvStudent(Student):
         chunk: actions per observation (see :class:`Student`).
     """
 
-    observation_names = ("pixels", "proprio")
-
     def __init__(
         self,
         image_shape: tuple[int, int, int],
@@ -135,6 +133,7 @@ class ConvStudent(Student):
             size = ((size[0] - 3) // stride + 1, (size[1] - 3) // stride + 1)
         self.keypoints = SpatialSoftmax(*size)
         self.head = mlp(2 * channels + proprio_dim, hidden, self.outputs)
+        self.observation_names = ("pixels", "proprio") if proprio_dim else ("pixels",)
         self.downsample = downsample
         self.input_folded = False
         """True in the :meth:`inference_form`: pooling and pixel scaling live in the first convolution."""
@@ -145,7 +144,9 @@ class ConvStudent(Student):
         if not self.input_folded:
             x = self.pool(x) / 255.0 - 0.5
         points = self.keypoints(self.conv(x))
-        return self.shaped(torch.tanh(self.head(torch.cat([points, observation["proprio"].float()], dim=-1))))
+        if "proprio" in observation:  # absent when the spec has camera frames alone
+            points = torch.cat([points, observation["proprio"].float()], dim=-1)
+        return self.shaped(torch.tanh(self.head(points)))
 
     def inference_form(self) -> ConvStudent:
         """This student with the pooling and the pixel scaling folded into its first convolution.

@@ -107,10 +107,10 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
         self._renderer = FrameRenderer(model, preset.image_size, preset.camera, preset.render_quality)
         self._frames: deque[np.ndarray] = deque(maxlen=preset.frame_stack)
         size, k = preset.image_size, preset.frame_stack
-        spaces: dict[str, gym.spaces.Space[Any]] = {
-            "pixels": gym.spaces.Box(0, 255, (size, size, 3 * k), np.uint8),
-            "proprio": gym.spaces.Box(-np.inf, np.inf, (len(preset.proprio),), np.float32),
-        }
+        spaces: dict[str, gym.spaces.Space[Any]] = {"pixels": gym.spaces.Box(0, 255, (size, size, 3 * k), np.uint8)}
+        self._with_proprio = bool(preset.proprio)  # a preset without joint readings: camera frames alone
+        if self._with_proprio:
+            spaces["proprio"] = gym.spaces.Box(-np.inf, np.inf, (len(preset.proprio),), np.float32)
         if with_state:
             box = env.observation_space
             assert isinstance(box, gym.spaces.Box)
@@ -118,7 +118,9 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
         self.observation_space = _dict_space(spaces)
 
     def _observation(self) -> dict[str, np.ndarray]:
-        obs = {"pixels": np.concatenate(self._frames, axis=-1), "proprio": self._joints.read(self._data)}
+        obs = {"pixels": np.concatenate(self._frames, axis=-1)}
+        if self._with_proprio:
+            obs["proprio"] = self._joints.read(self._data)
         if self._with_state:
             obs["state"] = self._state
         return obs
@@ -299,15 +301,18 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
                     f"{cam.describe()}"
                 ),
             ),
-            ObservationSpec(
-                "proprio",
-                "float32",
-                (len(proprio),),
-                "vector",
-                quantities=proprio,
-                description="the robot's own joint readings",
-            ),
         )
+        if proprio:  # a preset without joint readings observes camera frames alone
+            observations += (
+                ObservationSpec(
+                    "proprio",
+                    "float32",
+                    (len(proprio),),
+                    "vector",
+                    quantities=proprio,
+                    description="the robot's own joint readings",
+                ),
+            )
     else:
         state = tuple(Quantity(n, u) for n, u in quantities)
         observations = (

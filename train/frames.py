@@ -71,10 +71,10 @@ class FrameSource:
 
     @staticmethod
     def proprio(obs: dict[str, np.ndarray]) -> np.ndarray:
-        """The proprio vectors of a batch, float32 (B, P); empty (B, 0) in state mode."""
+        """The proprio vectors of a batch, float32 (B, P); empty (B, 0) in state mode or without joint readings."""
         if "proprio" in obs:
             return obs["proprio"].astype(np.float32, copy=False)
-        return np.zeros((len(obs["state"]), 0), dtype=np.float32)
+        return np.zeros((len(next(iter(obs.values()))), 0), dtype=np.float32)
 
     def reset_lanes(self, lanes: np.ndarray, frames: np.ndarray) -> None:
         """Start the history of ``lanes`` afresh: ``k`` copies of their first frame."""

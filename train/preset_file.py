@@ -17,7 +17,8 @@ takes a preset name also takes the path of such a file (``--preset my_task.toml`
     the model's own cameras by index or name.
 ``proprio``
     the robot's own joint readings the policy gets beside the pixels, in order, each
-    ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model). Default none.
+    ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model). Default none: the
+    policy observes camera frames alone (its spec has no ``proprio`` entry).
 ``state_quantities``
     names and units of the env's state vector, ``[["name", "unit"], ...]``. Derived from the model
     when the state vector is the model's ``qpos`` (less some leading entries) and ``qvel``, as for

@@ -26,8 +26,10 @@ def history(cfg: TrainConfig, spec: PolicySpec) -> int:
 
 
 def proprio_dim(cfg: TrainConfig, spec: PolicySpec) -> int:
-    """Length of the proprio vector the environment gives and the replay stores (0 for a state vector)."""
-    return 0 if cfg.representation == "state" else spec.observation("proprio").shape[0]
+    """Length of the proprio vector the environment gives and the replay stores (0 for a state vector or none)."""
+    if cfg.representation == "state" or "proprio" not in spec.observation_names:
+        return 0
+    return spec.observation("proprio").shape[0]
 
 
 def joined_proprio_dim(cfg: TrainConfig, spec: PolicySpec) -> int:

@@ -15,6 +15,7 @@ from agent_runtime.spec import spec_from_onnx_metadata
 from distill.config import DistillConfig
 from distill.run_policy import load_run_policy
 from distill.runner import run as distill
+from models.config import EncoderConfig
 from pipeline.cli import main
 from tests.agent_runtime.conftest import build_onnx_policy, running_server
 from train.config import SACConfig, TrainConfig
@@ -95,3 +96,28 @@ def test_evaluate_and_robot_run_a_policy_only_in_its_own_task(task_file, tmp_pat
         assert main([*robot, *endpoint, "--preset", "inverted_pendulum"]) == 1  # the same spec, another task
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "trained on the preset file 'my_pendulum'" in err
+
+
+def test_a_preset_without_joint_readings_observes_camera_frames_alone_through_every_stage(tmp_path, capsys):
+    task = tmp_path / "eyes_only.toml"
+    task.write_text(TASK.replace('proprio = ["slider.pos", "slider.vel"]\n', "").replace("my_pendulum", "eyes_only"))
+    preset = get_preset(str(task))
+    assert preset.proprio == () and build_spec(preset, "pixels").observation_names == ("pixels",)
+    teacher_dir = tmp_path / "teacher"
+    encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=0)
+    train(TrainConfig(preset=str(task), encoder=encoder, encoder_runtime="torch", steps=40, learning_starts=20,
+                      batch_size=8, eval_every=10**6, eval_episodes=1, final_eval_episodes=1, video=False,
+                      sac=SACConfig(hidden=(16, 16), latent_dim=16), run_dir=teacher_dir))  # fmt: skip
+    student_dir = tmp_path / "student"
+    distill(DistillConfig(teacher=teacher_dir, run_dir=student_dir, iterations=1, steps_per_iteration=32,
+                          updates_per_iteration=2, batch_size=8, eval_episodes=1, latency_calls=5,
+                          hidden=(16, 16), channels=8, video=False, baseline=False, failure_iterations=0,
+                          check_episodes=1))  # fmt: skip
+    policy = OnnxPolicy(student_dir / "policy.onnx")
+    assert policy.spec.observation_names == ("pixels",)
+    assert [i.name for i in ort.InferenceSession(str(student_dir / "policy.onnx")).get_inputs()] == ["pixels"]
+    with running_server(policy) as server:
+        argv = ["robot", "--preset", str(task), "--connect", str(server.endpoint), "--episodes", "1",
+                "--rate-hz", "250", "--seconds", "10"]  # fmt: skip
+        assert main(argv) == 0
+    assert "episode returns: " in capsys.readouterr().out
