@@ -149,12 +149,14 @@ def _malformed(
     elif kind == 6:
         bad_obs[first.name] = obs[first.name][None]
         code = Code.BAD_SHAPE
-    elif kind == 7:
-        name = next(e.name for e in spec.observations if e.dtype == "float32")
-        value = obs[name].copy()
+    elif kind == 7 and (floats := [e.name for e in spec.observations if e.dtype == "float32"]):
+        value = obs[floats[0]].copy()
         value[int(rng.integers(0, value.size))] = rng.choice([np.nan, np.inf, -np.inf])
-        bad_obs[name] = value
+        bad_obs[floats[0]] = value
         code = Code.NON_FINITE
+    elif kind == 7:  # no float entry to spoil (camera frames alone): a wrong shape instead
+        bad_obs[first.name] = obs[first.name][None]
+        code = Code.BAD_SHAPE
     elif kind == 8:
         frames = list(protocol.encode(Message("act", rid, 0.0, obs)))
         return frames[:-1], Code.MALFORMED  # an array frame missing

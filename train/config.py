@@ -105,7 +105,8 @@ class TrainConfig:
     encoder's own (pooled, at the model's input size): stage-2 feature maps of 84x84 frames."""
     proprio: bool = True
     """Join the robot's own joint readings (the preset's proprio) to the features after the neck. Off,
-    the policy acts from camera frames alone (an ablation; the proprio input stays in the spec, unused)."""
+    the policy acts from camera frames alone (an ablation; the proprio input stays in the spec, unused).
+    A preset without joint readings has no proprio to join either way: its spec has no proprio entry."""
     finetune_last_stage: bool = False
     """Fine-tune the encoder's last stage (encoder.stage) with the critic loss, at sac.encoder_lr: RL
     fine-tuning of the pretrained model. The frozen stages before it still run once per step and the
