@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from agent_runtime.files import write_text_atomically
 from agent_runtime.spec import PolicySpec
 
 META_NAME = "dataset.json"
@@ -113,9 +114,7 @@ class Dataset:
 
     def _write_meta(self) -> None:
         meta = {"size": self.size, "capacity": self.capacity, "interface": self.spec.interface_hash()}
-        tmp = self.directory / f".{META_NAME}.tmp"
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(self.directory / META_NAME)
+        write_text_atomically(self.directory / META_NAME, json.dumps(meta))
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ under a temporary name in the target directory and renamed; on any failure that 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import onnx
 import torch
 from torch import nn
 
+from agent_runtime.files import replacing
 from agent_runtime.spec import ONNX_ACTION_OUTPUT, PolicySpec
 from distill.actors import torch_actor
 from distill.collect import collect_observations
@@ -100,8 +100,8 @@ def export_policy(
     if len(next(iter(observations.values()))) < 2:
         raise ValueError("export needs at least 2 observations: the trace runs on a batch of 2")
     names = spec.observation_names
-    tmp = _reserve(out)
-    try:
+    check_output_path(out)
+    with replacing(out) as tmp:
         module.eval()
         traced = module.inference_form() if isinstance(module, Student) else module
         # Two real observations as the example: a batch of one would invite the tracer to fold the
@@ -125,33 +125,27 @@ def export_policy(
         # What is checked is the file on disk, read back by onnxruntime as the server will.
         parity = check_parity(module, cpu_session(tmp, threads=1), {n: observations[n] for n in names}, atol)
         _check_bounds(parity.onnx_actions, final_spec, atol)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("exported %s; onnxruntime matches torch within %.1e", out, parity.max_abs_diff)
     return ExportResult(out, final_spec, parity)
 
 
 def check_output_path(out: Path) -> None:
-    """Raise :class:`ExportError` now, before any slow work, if ``out`` cannot be written."""
-    _reserve(out).unlink()
+    """Raise :class:`ExportError` now, before any slow work, if ``out`` cannot be written.
 
-
-def _reserve(out: Path) -> Path:
-    """Create an empty, unique temporary file beside ``out`` and return its path (the OS decides writability)."""
+    An empty, unique file is created beside ``out`` and removed again: the OS decides writability.
+    """
     if out.is_dir():
         raise ExportError(f"cannot write {out}: it is a directory; give a file path such as {out / 'policy.onnx'}")
     parent = out.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise ExportError(f"cannot write {out}: {parent} {what}; create the directory or choose another --out")
-    tmp = parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    probe = parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
     try:
-        tmp.open("xb").close()
+        probe.open("xb").close()
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc} (in {parent})") from exc
-    return tmp
+    probe.unlink()
 
 
 def _check_bounds(actions: np.ndarray, spec: PolicySpec, atol: float) -> None:

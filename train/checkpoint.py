@@ -6,12 +6,12 @@ cannot run code. It carries its format version, the run's config, and the policy
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from agent_runtime.files import replacing
 
 CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_KIND = "agent-runtime/teacher"
@@ -32,16 +32,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any], kind: str = CHECKPOINT_
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": kind, **on_cpu(payload)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def on_cpu(value: Any) -> Any:

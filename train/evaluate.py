@@ -17,6 +17,7 @@ from typing import Protocol
 import imageio.v3 as iio
 import numpy as np
 
+from agent_runtime.files import replacing
 from train.envs import make_env
 from train.presets import ObsMode, TaskPreset
 from train.render import FrameRenderer
@@ -165,6 +166,5 @@ def evaluate(
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Write uint8 RGB frames as an H.264 mp4 (written to a temporary name, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)
-    tmp.replace(path)
+    with replacing(path, suffix=".mp4") as tmp:
+        iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)

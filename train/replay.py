@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from agent_runtime.files import replacing
+
 MAPS_FILE = "frame_cells"
 """The replay file of feature-map frames, stored cell by cell (see :attr:`ReplayLayout.maps`)."""
 
@@ -349,14 +351,13 @@ def _store_maps_by_cell(directory: Path, shape: tuple[int, ...], dtype: Any) -> 
         raise ValueError(
             f"{old_path} holds {old.dtype} {old.shape}; the run expects {np.dtype(dtype)} {(lanes, cap, c, h, w)}"
         )
-    tmp = directory / f".{MAPS_FILE}.npy.tmp"
-    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-    for lane in range(lanes):
-        for start in range(0, cap, 4096):
-            new[lane, start : start + 4096] = old[lane, start : start + 4096].transpose(0, 2, 3, 1)
-    new.flush()
-    del new, old
-    os.replace(tmp, new_path)
+    with replacing(new_path) as tmp:
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        for lane in range(lanes):
+            for start in range(0, cap, 4096):
+                new[lane, start : start + 4096] = old[lane, start : start + 4096].transpose(0, 2, 3, 1)
+        new.flush()
+        del new, old
     old_path.unlink()
 
 
