@@ -17,14 +17,15 @@ takes a preset name also takes the path of such a file (``--preset my_task.toml`
     the model's own cameras by index or name.
 ``proprio``
     the robot's own joint readings the policy gets beside the pixels, in order, each
-    ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model). Default none: the
+    ``"<joint>.pos"`` or ``"<joint>.vel"`` (hinge or slide joints of the model), each once. Default none: the
     policy observes camera frames alone (its spec has no ``proprio`` entry).
 ``state_quantities``
     names and units of the env's state vector, ``[["name", "unit"], ...]``. Derived from the model
     when the state vector is the model's ``qpos`` (less some leading entries) and ``qvel``, as for
     most v5 locomotion envs; required otherwise.
 ``name``, ``summary``
-    default the file's stem and the env id.
+    default the file's stem and the env id. A name is 1 to 64 letters, digits, ``_``, ``-`` or ``.``
+    (the first a letter or digit; it names run directories and files) and not a built-in preset's.
 ``image_size``, ``frame_stack``, ``action_repeat``, ``render_quality``, ``marker_scale`` (a table
 geom = factor), ``failure_on_termination``
     as on ``TaskPreset``; defaults 84, 3, 1, ``"fast"``, none, none.
@@ -60,9 +61,10 @@ else:  # the same parser, from PyPI
     import tomli as tomllib
 
 from train.base_env import make_base_env, mujoco_handles, state_names
+from train.presets import PRESETS
 from train.render import model_camera_index
 from train.run_files import PRESET_COPY_NAME
-from train.task_preset import CameraConfig, ProprioEntry, RenderQuality, TaskPreset
+from train.task_preset import PRESET_NAME, CameraConfig, ProprioEntry, RenderQuality, TaskPreset
 
 FIELDS = (
     "name", "summary", "env_id", "entry_point", "env_kwargs", "camera", "proprio", "state_quantities",
@@ -142,10 +144,18 @@ def preset_from_toml(text: str, path: Path) -> TaskPreset:
             entry_point=fields.string("entry_point"),
             source=str(path),
         )
-    except ValueError as exc:  # the dataclasses' own checks (sizes, positive distance, ...)
+    except ValueError as exc:  # the dataclasses' own checks (sizes, positive distance, name, ...)
         if isinstance(exc, PresetFileError):
             raise
-        raise PresetFileError(f"{path}: {exc}") from None
+        unnamed = "name" not in data and not PRESET_NAME.fullmatch(path.stem)
+        hint = '; the name comes from the file\'s name: set name = "..." in the file' if unnamed else ""
+        raise PresetFileError(f"{path}: {exc}{hint}") from None
+    if preset.name in PRESETS:
+        where = "name" if "name" in data else "name (from the file's name)"
+        raise PresetFileError(
+            f'{path}: {where} {preset.name!r} is a built-in preset\'s; set name = "..." in the file to a name of '
+            "its own"
+        )
     if not preset.summary:
         preset = _replace(preset, summary=f"{preset.env_id}, from {path.name}")
     preset = _checked_against_model(preset, path)

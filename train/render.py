@@ -190,6 +190,11 @@ class FrameRenderer:
         try:
             self._renderer: mujoco.Renderer | None = _OwnContextRenderer(model, height=size, width=size)
         except mujoco.FatalError as exc:
+            if "framebuffer" in str(exc).lower():
+                raise RuntimeError(
+                    f"MuJoCo could not make a {size}x{size} offscreen framebuffer ({exc}): this OpenGL driver "
+                    "allows less; use a smaller image_size"
+                ) from exc
             raise RuntimeError(
                 f"MuJoCo could not create an OpenGL context ({exc}). MUJOCO_GL is "
                 f"{os.environ.get('MUJOCO_GL', 'unset')}. On a machine without a display, set "

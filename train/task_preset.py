@@ -6,6 +6,7 @@ The built-in presets (``train.presets``) and preset files (``train.preset_file``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +59,10 @@ class CameraConfig:
             f"camera distance {self.distance} m, elevation {self.elevation_deg} deg, azimuth {self.azimuth_deg} deg, "
             f"lookat {self.lookat}, tracking {self.track_body or 'nothing'}"
         )
+
+
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""What a preset's name may be: it names run directories, curve records and plot files."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,15 @@ class TaskPreset:
     sha256: str | None = None
 
     def __post_init__(self) -> None:
+        if not PRESET_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"preset name {self.name!r} must be 1 to 64 letters, digits, '_', '-' or '.', the first a letter "
+                "or digit: it names run directories and files"
+            )
+        readings = [(entry.joint, entry.reading) for entry in self.proprio]
+        for joint, reading in readings:
+            if readings.count((joint, reading)) > 1:
+                raise ValueError(f"preset {self.name}: proprio reads joint {joint!r}'s {reading} twice; list it once")
         if self.image_size < 16:
             raise ValueError(f"preset {self.name}: image_size is {self.image_size}; use at least 16")
         if self.frame_stack < 1:

@@ -398,3 +398,22 @@ def test_a_tracking_camera_s_lookat_is_an_offset_from_the_body_s_centre_of_mass(
             r.close()
     assert np.array_equal(with_offset, expected)
     assert not np.array_equal(with_offset, without)
+
+
+def test_a_frame_size_the_gl_driver_refuses_is_named_as_such(monkeypatch):
+    # Drivers cap the offscreen framebuffer (16384 refused here, 8192 made): the error names the size, not MUJOCO_GL.
+    import mujoco
+
+    from train import render
+    from train.render import FrameRenderer
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise mujoco.FatalError("Offscreen framebuffer is not complete, error 0x8cd6")
+
+    monkeypatch.setattr(render, "_OwnContextRenderer", refuse)
+    preset = get_preset("inverted_pendulum")
+    env = make_env("inverted_pendulum", "state")
+    model = env.unwrapped.model  # type: ignore[attr-defined]
+    env.close()
+    with pytest.raises(RuntimeError, match=r"could not make a 20000x20000 offscreen framebuffer .* smaller image_size"):
+        FrameRenderer(model, 20000, preset.camera, "fast")

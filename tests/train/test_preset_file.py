@@ -100,6 +100,9 @@ def test_a_free_joint_model_gets_position_quaternion_and_velocity_names(tmp_path
         ('entry_point = "no_such_module:Env"\n' + PENDULUM.replace("InvertedPendulum-v5", "Mine-v0"),
          "entry point 'no_such_module:Env' could not make 'Mine-v0'"),
         ('env_kwargs = { xml_file = "missing.xml" }\n' + PENDULUM, "missing.xml"),
+        (PENDULUM.replace('"slider.vel"', '"slider.pos"'), "proprio reads joint 'slider''s position twice"),
+        ('name = "../elsewhere"\n' + PENDULUM, "preset name '../elsewhere' must be 1 to 64 letters, digits"),
+        ('name = "reacher"\n' + PENDULUM, "name 'reacher' is a built-in preset's; set name ="),
         (PENDULUM + "model_camera = 0\n", "model_camera stands alone (the model's camera sets its own pose), but "
          "azimuth_deg, distance, elevation_deg, lookat are set beside it"),
     ],
@@ -109,6 +112,23 @@ def test_a_bad_file_names_itself_the_field_and_the_fix(tmp_path, text, message):
     with pytest.raises(PresetFileError) as info:
         get_preset(str(path))
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "message"),
+    [
+        ("my task.toml", "preset name 'my task' must be 1 to 64 letters, digits, '_', '-' or '.', the first a letter "
+         "or digit: it names run directories and files; the name comes from the file's name: set name"),
+        ("inverted_pendulum.toml", "name (from the file's name) 'inverted_pendulum' is a built-in preset's; set name"),
+    ],
+)  # fmt: skip
+def test_a_file_whose_name_cannot_name_its_preset_says_to_set_one(tmp_path, file_name, message):
+    path = _write(tmp_path, PENDULUM, file_name)
+    with pytest.raises(PresetFileError) as info:
+        get_preset(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+    named = _write(tmp_path, 'name = "my_pendulum"\n' + PENDULUM, file_name)
+    assert get_preset(str(named)).name == "my_pendulum"
 
 
 def test_a_missing_file_and_an_unknown_name_say_what_is_wanted(tmp_path):
