@@ -35,6 +35,7 @@ from distill.latency import onnx_latency, parameter_counts
 from distill.onnx_contract import attach_spec, check_interface, declare_action_shape
 from distill.parity import PARITY_ATOL, ParityResult, check_parity
 from distill.run_policy import load_run_policy
+from models.encoder import FrozenEncoder
 from models.student import Student
 from train.onnx_io import ONNX_OPSET, OnnxExportError, cpu_session, export_onnx
 
@@ -100,6 +101,11 @@ def export_policy(
     if len(next(iter(observations.values()))) < 2:
         raise ValueError("export needs at least 2 observations: the trace runs on a batch of 2")
     names = spec.observation_names
+    frames = [o.shape for o in spec.observations if o.name == "pixels"]
+    for encoder in (m for m in module.modules() if isinstance(m, FrozenEncoder)):
+        problem = encoder.export_problem(frames[0][0], frames[0][1]) if frames else None
+        if problem is not None:  # before the exporter, which would print its whole graph on the way out
+            raise ExportError(problem)
     check_output_path(out)
     with replacing(out) as tmp:
         module.eval()

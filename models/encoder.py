@@ -75,6 +75,21 @@ class FrozenEncoder(nn.Module):
         self.backbone.eval()
         return self
 
+    def export_problem(self, height: int, width: int) -> str | None:
+        """Why frames of ``height`` x ``width`` would keep this encoder from exporting to ONNX; ``None`` if they do not.
+
+        Shrinking frames antialiases (unless the model's interpolation is nearest), and ONNX has no
+        antialiased resize: the exporter refuses it.
+        """
+        if max(height, width) <= self.input_size or self.interpolation == "nearest":
+            return None
+        return (
+            f"frames of {height}x{width} are shrunk to the encoder's input size {self.input_size} with antialiasing, "
+            f"which does not export to ONNX; give the encoder an input size of at least {max(height, width)} "
+            f"(--encoder.input-size {max(height, width)}), or render frames of at most {self.input_size} pixels "
+            "(the preset's image_size)"
+        )
+
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) frames to the normalized float (N, 3, S, S) the backbone expects."""
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:

@@ -115,7 +115,8 @@ class RobotCommand:
     """Drive a simulated robot (a task preset) with a served policy at a fixed rate; report episode returns."""
 
     preset: str = DEFAULT_PRESET
-    """Task preset of the simulated robot (see `agent-runtime presets`)."""
+    """Task preset of the simulated robot: a built-in name (see `agent-runtime presets`) or a preset file,
+    PATH.toml (for a policy trained on a file, the training run's own preset.toml)."""
     mode: ObsMode = "pixels"
     """Observation mode: pixels (camera frames + proprio) or state."""
     connect: str = "tcp://127.0.0.1:5555"
@@ -269,7 +270,8 @@ def _check_preset(cmd: PresetsCommand) -> None:
     if preset.sha256 is not None:
         print(f"preset {preset.name} from {preset.source}, sha256 {preset.sha256}")
     if result.problems:
-        raise UsageError("; ".join(result.problems))
+        where = f"{cmd.check}: " if is_preset_file(cmd.check) else f"preset {cmd.check}: "
+        raise UsageError(where + "; ".join(result.problems) + f" (the sample frame is {result.frame})")
     print("ok: observations match the spec, no NaN, the camera sees the robot move")
 
 

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 MARKER = "demo_config.json"
 """Written first into ``out``: the demo's settings, and the mark that ``out`` is a demo's to manage."""
 STAGES_FILE = "demo_stages.json"
+PRESET_HASH_KEY = "preset_sha256"
+"""The marker's record of a preset file's hash (``None`` for a built-in preset)."""
 REPORT_JSON = "demo_report.json"
 REPORT_TEXT = "demo_report.txt"
 ROBOT_RESULT = "robot/result.json"
@@ -79,7 +81,7 @@ class DemoConfig:
     """
 
     preset: str = DEFAULT_PRESET
-    """Task preset (see `agent-runtime presets`)."""
+    """Task preset: a built-in name (see `agent-runtime presets`) or a preset file, PATH.toml."""
     out: Path = Path("runs/demo")
     """Run root: teacher/, student/, robot/ and the demo report go here."""
     scale: float = 1.0
@@ -302,9 +304,12 @@ def drive_robot(cfg: DemoConfig) -> dict[str, Any]:
     from agent_runtime.loop import LoopConfig, control_rate, run_loop
     from agent_runtime.onnx_policy import OnnxPolicy
     from agent_runtime.server import ServerConfig, serve_in_thread
+    from train.preset_file import check_same_task
     from train.sim_robot import SimRobot
 
     policy = OnnxPolicy(cfg.student_dir / "policy.onnx", threads=1)
+    trained = policy.spec.provenance
+    check_same_task(get_preset(cfg.preset), trained.task_preset_sha256, trained.task_preset, str(policy.path))
     spec_hz, rate_hz = 1.0 / policy.spec.control_period_s, control_rate(policy.spec, cfg.rate_hz)
     loop_config = LoopConfig(rate_hz=rate_hz, duration_s=cfg.robot_seconds)
     mode = "pixels" if "pixels" in policy.spec.observation_names else "state"
@@ -380,9 +385,20 @@ def _claim(cfg: DemoConfig) -> None:
     marker = cfg.out / MARKER
     # Threads and the device change no result's meaning, and a demo may resume on another machine.
     wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("threads", "device")}
+    # A preset file's task definition, by hash: an edit of the file since the demo began is a change too.
+    wanted[PRESET_HASH_KEY] = get_preset(cfg.preset).sha256
     if marker.is_file():
         saved = json.loads(marker.read_text())
-        changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+        was, now = saved.get(PRESET_HASH_KEY), wanted[PRESET_HASH_KEY]
+        if saved.get("preset") == cfg.preset and was != now:
+            raise ValueError(
+                f"the preset file {cfg.preset} is not the task the demo in {cfg.out} began on (its task definition's "
+                f"hash was {str(was)[:12]}, now {str(now)[:12]}); restore the file, or choose another --out (or "
+                f"delete {cfg.out}) to start over"
+            )
+        changed = [
+            f"{k}={saved.get(k)!r} (now {v!r})" for k, v in wanted.items() if saved.get(k) != v and k != PRESET_HASH_KEY
+        ]
         if changed:
             raise ValueError(
                 f"{cfg.out} holds a demo started with other settings: {', '.join(changed)}; run the same command "

@@ -90,7 +90,7 @@ class TrainConfig:
     """Train a teacher policy with soft actor-critic, from camera pixels or from state."""
 
     preset: str = DEFAULT_PRESET
-    """Task preset (see `agent-runtime presets`)."""
+    """Task preset: a built-in name (see `agent-runtime presets`) or a preset file, PATH.toml."""
     representation: Representation = "frozen"
     """frozen: pretrained timm features of the camera frames (+ proprio); scratch: DrQ-v2 conv encoder
     trained end to end on pixels (+ proprio); state: the full state vector."""

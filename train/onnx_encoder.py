@@ -44,6 +44,9 @@ class OnnxEncoder:
         threads: int,
         cuda_device: int | None = None,
     ) -> None:
+        problem = encoder.export_problem(*frame_hw)
+        if problem is not None:  # before the exporter, which would print its whole graph on the way out
+            raise RuntimeError(problem)
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = torch.randint(0, 256, (4, *frame_hw, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         try:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import Any, get_args
@@ -72,6 +73,8 @@ FIELDS = (
 )  # fmt: skip
 CAMERA_FIELDS = ("distance", "elevation_deg", "azimuth_deg", "lookat", "track_body", "model_camera")
 _READINGS = {"pos": "position", "vel": "velocity"}
+ENTRY_POINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""``package.module:EnvClass``, as gymnasium's registry takes it."""
 _DERIVE_STEPS = 5
 
 
@@ -121,6 +124,12 @@ def preset_from_toml(text: str, path: Path) -> TaskPreset:
     xml = env_kwargs.get("xml_file")
     if isinstance(xml, str) and not Path(xml).expanduser().is_absolute():
         env_kwargs["xml_file"] = str((path.parent / xml).resolve())
+    entry_point = fields.string("entry_point")
+    if entry_point is not None and not ENTRY_POINT.fullmatch(entry_point):
+        raise PresetFileError(
+            f'{path}: entry_point is {entry_point!r}; write it as "package.module:EnvClass" (the module to import, '
+            "a colon, then the env class or a function that makes the env)"
+        )
     render_quality = fields.string("render_quality") or "fast"
     if render_quality not in get_args(RenderQuality):
         raise PresetFileError(
@@ -141,7 +150,7 @@ def preset_from_toml(text: str, path: Path) -> TaskPreset:
             marker_scale=_marker_scale(fields.table("marker_scale"), path),
             failure_on_termination=fields.string("failure_on_termination"),
             env_kwargs=tuple((k, _freeze(v)) for k, v in env_kwargs.items()),
-            entry_point=fields.string("entry_point"),
+            entry_point=entry_point,
             source=str(path),
         )
     except ValueError as exc:  # the dataclasses' own checks (sizes, positive distance, name, ...)
@@ -246,17 +255,26 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
             raise PresetFileError(
                 f"{path}: env_id: {preset.env_id}'s action space is {act_space}; a preset needs continuous actions"
             )
+        if act_space.shape[0] == 0:
+            xml = dict(preset.env_kwargs).get("xml_file")
+            where = f"its model ({xml})" if xml else "its model"
+            raise PresetFileError(
+                f"{path}: env_id: {preset.env_id} has no actions: {where} has no actuators; add an <actuator> "
+                "element to the MJCF for each joint the policy drives"
+            )
         joints = [model.joint(i).name for i in range(model.njnt)]
+        one_axis = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+        readable = [name for i, name in enumerate(joints) if int(model.jnt_type[i]) in one_axis and name]
         for entry in preset.proprio:
             if entry.joint not in joints:
                 raise PresetFileError(
                     f"{path}: proprio: the model has no joint {entry.joint!r}; its joints are {', '.join(joints)}"
                 )
-            if int(model.joint(entry.joint).type[0]) not in (
-                int(mujoco.mjtJoint.mjJNT_HINGE),
-                int(mujoco.mjtJoint.mjJNT_SLIDE),
-            ):
-                raise PresetFileError(f"{path}: proprio: joint {entry.joint!r} is not a hinge or slide joint")
+            if int(model.joint(entry.joint).type[0]) not in one_axis:
+                raise PresetFileError(
+                    f"{path}: proprio: joint {entry.joint!r} is not a hinge or slide joint (a free or ball joint has "
+                    f"no single encoder reading); its hinge and slide joints are {', '.join(readable) or 'none'}"
+                )
         if preset.camera.model_camera is not None:
             try:
                 model_camera_index(model, preset.camera.model_camera)

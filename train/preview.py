@@ -84,11 +84,9 @@ def check_preset(preset_name: str, frame_path: Path, steps: int = 300, seed: int
     if not np.isfinite(rewards).all():
         problems.append("a reward was NaN or infinite")
     if int(frame.max()) == 0:
-        problems.append("the camera frame is black: is the camera pointed at the model (camera in the preset)?")
+        problems.append("the camera frame is black: is [camera] pointed at the model?")
     elif not changed:
-        problems.append(
-            f"the camera frame did not change over {steps} random steps: is the camera looking at the robot?"
-        )
+        problems.append(f"the camera frame did not change over {steps} random steps: is [camera] looking at the robot?")
     save_png(frame, frame_path)
     low, high = (min(rewards), max(rewards)) if rewards else (0.0, 0.0)
     return PresetCheck(frame_path, len(rewards), episodes, (low, high), tuple(problems))

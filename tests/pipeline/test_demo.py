@@ -12,8 +12,10 @@ import pytest
 import distill.runner
 import train.runner
 from pipeline.cli import main
-from pipeline.demo import MARKER, DemoConfig, stage_status
+from pipeline.demo import MARKER, PRESET_HASH_KEY, DemoConfig, stage_status
 from pipeline.demo_report import json_ready
+
+EXAMPLE_PRESET = Path(__file__).resolve().parents[2] / "docs" / "presets" / "inverted_double_pendulum.toml"
 
 # Training learns for 60 steps at batch 16; distillation runs two iterations of 64 steps; the robot
 # drives one episode (an untrained pendulum falls within a second) or 3 s at the policy's 25 Hz.
@@ -196,3 +198,18 @@ def test_a_stage_after_one_that_runs_again_is_not_finished(tmp_path):
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "summary.json").write_text("{}")
     assert stage_status(cfg) == {"train": "done", "distill": "done", "robot": "done"}
+
+
+def test_a_demo_on_a_preset_file_refuses_the_file_once_its_task_changed(tmp_path, capsys):
+    # The marker keeps the file's task hash: an edit since the demo began would otherwise be trained on,
+    # distilled from the old teacher, and driven in the new task without a word.
+    task = tmp_path / "idp.toml"
+    task.write_text(EXAMPLE_PRESET.read_text())
+    out = tmp_path / "demo"
+    out.mkdir()
+    marker = {**DemoConfig(out=out, preset=str(task)).to_dict(), PRESET_HASH_KEY: "0" * 64}
+    (out / MARKER).write_text(json.dumps(marker))
+    assert main(["demo", "--preset", str(task), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"the preset file {task} is not the task the demo in {out} began on" in err
+    assert "hash was 000000000000, now " in err and "restore the file, or choose another --out" in err

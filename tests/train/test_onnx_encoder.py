@@ -33,7 +33,15 @@ def test_onnxruntime_encoder_matches_torch_on_real_frames(tmp_path):
     assert onnx(batch[:1]).shape == (1, 1280)  # dynamic batch axis
 
 
-def test_shrinking_encoders_that_cannot_export_say_what_to_do(tmp_path):
+def test_shrinking_encoders_that_cannot_export_say_what_to_do(tmp_path, capfd):
     encoder = FrozenEncoder(EncoderConfig(weights="none", input_size=64))
-    with pytest.raises(RuntimeError, match="--encoder-runtime torch"):
-        OnnxEncoder(encoder, tmp_path / "encoder.onnx", (84, 84), threads=1)
+    with pytest.raises(RuntimeError) as info:
+        OnnxEncoder(encoder, tmp_path / "encoder.onnx", (84, 96), threads=1)
+    assert str(info.value) == (
+        "frames of 84x96 are shrunk to the encoder's input size 64 with antialiasing, which does not export to "
+        "ONNX; give the encoder an input size of at least 96 (--encoder.input-size 96), or render frames of at "
+        "most 64 pixels (the preset's image_size)"
+    )
+    assert capfd.readouterr().out == ""  # refused before the exporter, which prints its whole graph when it fails
+    assert encoder.export_problem(64, 64) is None and encoder.export_problem(32, 48) is None  # enlarging exports
+    OnnxEncoder(encoder, tmp_path / "encoder.onnx", (48, 48), threads=1)

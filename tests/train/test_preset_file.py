@@ -100,6 +100,8 @@ def test_a_free_joint_model_gets_position_quaternion_and_velocity_names(tmp_path
         ('entry_point = "no_such_module:Env"\n' + PENDULUM.replace("InvertedPendulum-v5", "Mine-v0"),
          "entry point 'no_such_module:Env' could not make 'Mine-v0'"),
         ('env_kwargs = { xml_file = "missing.xml" }\n' + PENDULUM, "missing.xml"),
+        ('entry_point = "my_envs.MyEnv"\n' + PENDULUM.replace("InvertedPendulum-v5", "Mine-v0"),
+         "entry_point is 'my_envs.MyEnv'; write it as \"package.module:EnvClass\""),
         (PENDULUM.replace('"slider.vel"', '"slider.pos"'), "proprio reads joint 'slider''s position twice"),
         ('name = "../elsewhere"\n' + PENDULUM, "preset name '../elsewhere' must be 1 to 64 letters, digits"),
         ('name = "reacher"\n' + PENDULUM, "name 'reacher' is a built-in preset's; set name ="),
@@ -187,7 +189,7 @@ def test_presets_check_saves_a_frame_and_prints_the_spec(tmp_path, capsys):
     # A camera so far away that the robot is not in its frames: one error line names the problem.
     far = _write(tmp_path, PENDULUM.replace("distance = 2.5", "distance = 400.0"), "far.toml")
     assert main(["presets", "--check", str(far), "--check-steps", "40"]) == 1
-    assert "the camera frame is black" in capsys.readouterr().err
+    assert f"error: {far}: the camera frame is black: is [camera] pointed at the model?" in capsys.readouterr().err
 
 
 def test_a_run_keeps_its_preset_and_refuses_another_task_definition(tmp_path):
@@ -207,3 +209,69 @@ def test_a_run_keeps_its_preset_and_refuses_another_task_definition(tmp_path):
         check_same_task(changed, preset.sha256, "task", "policy.onnx")
     with pytest.raises(PresetFileError, match="trained on the built-in preset 'inverted_pendulum'"):
         check_same_task(changed, None, "inverted_pendulum", "policy.onnx")
+
+
+FREE_BODY = """<mujoco>
+  <worldbody>
+    <light pos="0 0 3"/>
+    <geom type="plane" size="2 2 0.1"/>
+    <body name="box" pos="0 0 0.5"><freejoint name="root"/><geom type="box" size="0.1 0.1 0.1"/>
+      <body name="arm">
+        <joint name="elbow" type="hinge"/><geom type="capsule" fromto="0 0 0 0.3 0 0" size="0.03"/>
+      </body>
+    </body>
+  </worldbody>
+  {actuators}
+</mujoco>
+"""
+ENV_OF_XML = '''
+import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+from gymnasium.spaces import Box
+
+
+class Box3D(MujocoEnv):
+    """The user's own env on the user's own MJCF: qpos and qvel as its state."""
+
+    # render_fps is 1 / dt: timestep 0.002 s x frame_skip 2.
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 250}
+
+    def __init__(self, xml_file, **kwargs):
+        space = Box(-np.inf, np.inf, (15,), np.float64)
+        super().__init__(xml_file, 2, observation_space=space, **kwargs)
+
+    def _get_obs(self):
+        return np.concatenate([self.data.qpos, self.data.qvel])
+
+    def step(self, action):
+        self.do_simulation(action, self.frame_skip)
+        return self._get_obs(), 0.0, False, False, {}
+
+    def reset_model(self):
+        self.set_state(self.init_qpos, self.init_qvel)
+        return self._get_obs()
+'''
+
+
+@pytest.mark.parametrize(
+    ("actuators", "proprio", "message"),
+    [
+        ("", '["elbow.pos"]', "has no actions: its model ({xml}) has no actuators; add an <actuator> element"),
+        ('<actuator><motor joint="elbow"/></actuator>', '["root.pos"]',
+         "proprio: joint 'root' is not a hinge or slide joint (a free or ball joint has no single encoder "
+         "reading); its hinge and slide joints are elbow"),
+    ],
+)  # fmt: skip
+def test_a_users_mjcf_without_actuators_or_with_a_free_joint_in_proprio_is_named(
+    tmp_path, monkeypatch, actuators, proprio, message
+):
+    xml = tmp_path / "box.xml"
+    xml.write_text(FREE_BODY.format(actuators=actuators))
+    (tmp_path / "box_envs.py").write_text(ENV_OF_XML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = (f'env_id = "Box3D-{len(actuators)}-v0"\nentry_point = "box_envs:Box3D"\nproprio = {proprio}\n'
+            f'env_kwargs = {{ xml_file = "box.xml" }}\n' + CAMERA)  # fmt: skip
+    path = _write(tmp_path, text)
+    with pytest.raises(PresetFileError) as info:
+        get_preset(str(path))
+    assert str(path) in str(info.value) and message.format(xml=xml) in str(info.value)
