@@ -62,7 +62,6 @@ else:  # the same parser, from PyPI
     import tomli as tomllib
 
 from train.base_env import make_base_env, mujoco_handles, state_names
-from train.presets import PRESETS
 from train.render import model_camera_index
 from train.run_files import PRESET_COPY_NAME
 from train.task_preset import PRESET_NAME, CameraConfig, ProprioEntry, RenderQuality, TaskPreset
@@ -159,12 +158,6 @@ def preset_from_toml(text: str, path: Path) -> TaskPreset:
         unnamed = "name" not in data and not PRESET_NAME.fullmatch(path.stem)
         hint = '; the name comes from the file\'s name: set name = "..." in the file' if unnamed else ""
         raise PresetFileError(f"{path}: {exc}{hint}") from None
-    if preset.name in PRESETS:
-        where = "name" if "name" in data else "name (from the file's name)"
-        raise PresetFileError(
-            f'{path}: {where} {preset.name!r} is a built-in preset\'s; set name = "..." in the file to a name of '
-            "its own"
-        )
     if not preset.summary:
         preset = _replace(preset, summary=f"{preset.env_id}, from {path.name}")
     preset = _checked_against_model(preset, path)

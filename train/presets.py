@@ -160,9 +160,15 @@ def get_preset(name: str) -> TaskPreset:
     if name in PRESETS:
         return PRESETS[name]
     if is_preset_file(name):
-        from train.preset_file import load_preset_file  # gymnasium and MuJoCo only for files
+        from train.preset_file import PresetFileError, load_preset_file  # gymnasium and MuJoCo only for files
 
-        return load_preset_file(name)
+        preset = load_preset_file(name)
+        if preset.name in PRESETS:
+            raise PresetFileError(
+                f"{name}: name {preset.name!r} (set in the file, or else its file name) is a built-in preset's; set "
+                'name = "..." in the file to a name of its own'
+            )
+        return preset
     raise ValueError(
         f"unknown task preset {name!r}; known presets: {', '.join(PRESETS)}, or the path of a preset file "
         f"(*{PRESET_FILE_SUFFIX}, see docs/presets/)"

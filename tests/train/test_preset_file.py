@@ -104,7 +104,8 @@ def test_a_free_joint_model_gets_position_quaternion_and_velocity_names(tmp_path
          "entry_point is 'my_envs.MyEnv'; write it as \"package.module:EnvClass\""),
         (PENDULUM.replace('"slider.vel"', '"slider.pos"'), "proprio reads joint 'slider''s position twice"),
         ('name = "../elsewhere"\n' + PENDULUM, "preset name '../elsewhere' must be 1 to 64 letters, digits"),
-        ('name = "reacher"\n' + PENDULUM, "name 'reacher' is a built-in preset's; set name ="),
+        ('name = "reacher"\n' + PENDULUM, "name 'reacher' (set in the file, or else its file name) is a built-in "
+         "preset's; set name ="),
         (PENDULUM + "model_camera = 0\n", "model_camera stands alone (the model's camera sets its own pose), but "
          "azimuth_deg, distance, elevation_deg, lookat are set beside it"),
     ],
@@ -121,7 +122,8 @@ def test_a_bad_file_names_itself_the_field_and_the_fix(tmp_path, text, message):
     [
         ("my task.toml", "preset name 'my task' must be 1 to 64 letters, digits, '_', '-' or '.', the first a letter "
          "or digit: it names run directories and files; the name comes from the file's name: set name"),
-        ("inverted_pendulum.toml", "name (from the file's name) 'inverted_pendulum' is a built-in preset's; set name"),
+        ("inverted_pendulum.toml",
+         "name 'inverted_pendulum' (set in the file, or else its file name) is a built-in preset's; set"),
     ],
 )  # fmt: skip
 def test_a_file_whose_name_cannot_name_its_preset_says_to_set_one(tmp_path, file_name, message):
