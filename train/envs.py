@@ -102,7 +102,7 @@ class PixelObservation(gym.Wrapper[dict[str, np.ndarray], Any, Any, Any]):
         super().__init__(env)
         self._with_state = with_state
         self._state = np.zeros(0, np.float32)
-        model, self._data = _handles(env, preset)
+        model, self._data = preset_handles(env, preset)
         self._joints = _JointReader(model, preset)
         self._renderer = FrameRenderer(model, preset.image_size, preset.camera, preset.render_quality)
         self._frames: deque[np.ndarray] = deque(maxlen=preset.frame_stack)
@@ -187,7 +187,7 @@ def make_env(
     if mode not in OBS_MODES:
         raise ValueError(f"observation mode {mode!r} is not one of {', '.join(OBS_MODES)}")
     env = make_base_env(preset)
-    _scale_markers(_handles(env, preset)[0], preset)
+    _scale_markers(preset_handles(env, preset)[0], preset)
     if preset.action_repeat > 1:
         env = ActionRepeat(env, preset.action_repeat)
     if mode == "pixels":
@@ -195,7 +195,8 @@ def make_env(
     return StateObservation(env)
 
 
-def _handles(env: gym.Env[Any, Any], preset: TaskPreset) -> tuple[mujoco.MjModel, mujoco.MjData]:
+def preset_handles(env: gym.Env[Any, Any], preset: TaskPreset) -> tuple[mujoco.MjModel, mujoco.MjData]:
+    """The MuJoCo model and data under a preset's env (gymnasium's or dm_control's); an error for any other env."""
     handles = mujoco_handles(env)
     if handles is None:
         raise ValueError(
@@ -270,7 +271,7 @@ def build_spec(preset: TaskPreset | str, mode: ObsMode = "pixels") -> PolicySpec
     env = make_env(preset, "state")
     try:
         inner = env.unwrapped
-        model = _handles(env, preset)[0]
+        model = preset_handles(env, preset)[0]
         dt = float(inner.dt)  # type: ignore[attr-defined]
         action_space = env.action_space
         assert isinstance(action_space, gym.spaces.Box)

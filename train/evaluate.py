@@ -18,7 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from agent_runtime.files import replacing
-from train.envs import make_env
+from train.envs import make_env, preset_handles
 from train.presets import ObsMode, TaskPreset
 from train.render import FrameRenderer
 
@@ -126,10 +126,11 @@ def evaluate(
     began = time.perf_counter()
     next_log = began + PROGRESS_LOG_S
     try:
-        inner = env.unwrapped
+        # gymnasium's MuJoCo envs and dm_control's tasks keep their model and data in different places.
+        model, data = preset_handles(env, preset)
         if wanted:
-            recorder = FrameRenderer(inner.model, video_size, preset.camera, preset.render_quality)  # type: ignore[attr-defined]
-        fps = max(1, round(1.0 / (inner.dt * preset.action_repeat)))  # type: ignore[attr-defined]
+            recorder = FrameRenderer(model, video_size, preset.camera, preset.render_quality)
+        fps = max(1, round(1.0 / (env.unwrapped.dt * preset.action_repeat)))  # type: ignore[attr-defined]
         for seed in seeds:
             if budget_s is not None and ran and time.perf_counter() - began >= budget_s:
                 break
@@ -141,7 +142,7 @@ def evaluate(
             total, length, terminated, truncated = 0.0, 0, False, False
             while not (terminated or truncated):
                 if video is not None and recorder is not None:
-                    video.append(recorder.render(inner.data))  # type: ignore[attr-defined]
+                    video.append(recorder.render(data))
                 obs, reward, terminated, truncated, _ = env.step(policy(obs))
                 total += float(reward)
                 length += 1

@@ -98,13 +98,16 @@ def test_a_dmc_task_trains_distils_exports_and_drives_a_served_robot(tmp_path, c
     encoder = EncoderConfig(weights="none", input_size=84, output="spatial", stage=0)
     train(TrainConfig(preset="dmc_cartpole_swingup", encoder=encoder, encoder_runtime="torch", steps=40,
                       learning_starts=20, batch_size=8, eval_every=10**6, eval_episodes=1,
-                      final_eval_episodes=1, video=False, sac=SACConfig(hidden=(16, 16), latent_dim=16),
+                      final_eval_episodes=1, video_size=64, sac=SACConfig(hidden=(16, 16), latent_dim=16),
                       run_dir=teacher))  # fmt: skip
+    # The videos (train's and distill's, both on by default) render dm_control's physics, not a gymnasium model.
+    assert (teacher / "eval.mp4").stat().st_size > 0
     student = tmp_path / "student"
     card = distill(DistillConfig(teacher=teacher, run_dir=student, iterations=1, steps_per_iteration=32,
                                  updates_per_iteration=2, batch_size=8, eval_episodes=1, latency_calls=5,
-                                 hidden=(16, 16), channels=8, video=False, baseline=False, failure_iterations=0,
+                                 hidden=(16, 16), channels=8, baseline=False, failure_iterations=0,
                                  check_episodes=1))  # fmt: skip
+    assert (student / "student.mp4").stat().st_size > 0
     assert card["preset"] == "dmc_cartpole_swingup" and card["failure_criterion"]
     # 500 policy steps per episode (1,000 simulator steps, each action held for 2).
     assert json.loads((student / "report.json").read_text())["teacher"]["stats"]["episodes"] == 1
