@@ -264,6 +264,7 @@ class Box3D(MujocoEnv):
          "reading); its hinge and slide joints are elbow"),
     ],
 )  # fmt: skip
+@pytest.mark.filterwarnings("ignore:.*Box action space maximum and minimum values are equal")  # no actuators
 def test_a_users_mjcf_without_actuators_or_with_a_free_joint_in_proprio_is_named(
     tmp_path, monkeypatch, actuators, proprio, message
 ):
