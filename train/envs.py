@@ -207,13 +207,14 @@ def preset_handles(env: gym.Env[Any, Any], preset: TaskPreset) -> tuple[mujoco.M
 
 def _scale_markers(model: mujoco.MjModel, preset: TaskPreset) -> None:
     """Draw the preset's visual-only marker geoms larger; refuses geoms that take part in contacts."""
+    where = f"{preset.source}: marker_scale" if preset.source else f"preset {preset.name}"
     for name, factor in preset.marker_scale:
         geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
         if geom_id < 0:
-            raise ValueError(f"preset {preset.name}: {preset.env_id} has no geom {name!r} to scale")
+            raise ValueError(f"{where}: {preset.env_id} has no geom {name!r} to scale")
         if model.geom_contype[geom_id] or model.geom_conaffinity[geom_id]:
             raise ValueError(
-                f"preset {preset.name}: geom {name!r} takes part in contacts; only visual markers may be scaled"
+                f"{where}: geom {name!r} takes part in contacts; only visual markers (no contacts) may be scaled"
             )
         model.geom_size[geom_id] *= factor
         model.geom_rbound[geom_id] *= factor

@@ -278,3 +278,13 @@ def test_a_users_mjcf_without_actuators_or_with_a_free_joint_in_proprio_is_named
     with pytest.raises(PresetFileError) as info:
         get_preset(str(path))
     assert str(path) in str(info.value) and message.format(xml=xml) in str(info.value)
+
+
+def test_a_marker_that_takes_part_in_contacts_is_named_with_its_file(tmp_path):
+    path = _write(tmp_path, PENDULUM + "[marker_scale]\ncpole = 2.0\n")
+    preset = get_preset(str(path))  # the name exists: the contact check comes when the env is made
+    with pytest.raises(ValueError) as info:
+        make_env(preset, "state")
+    assert str(info.value) == (
+        f"{path}: marker_scale: geom 'cpole' takes part in contacts; only visual markers (no contacts) may be scaled"
+    )
