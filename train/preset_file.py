@@ -263,7 +263,7 @@ def _checked_against_model(preset: TaskPreset, path: Path) -> TaskPreset:
                 raise PresetFileError(
                     f"{path}: proprio: the model has no joint {entry.joint!r}; its joints are {', '.join(joints)}"
                 )
-            if int(model.joint(entry.joint).type[0]) not in one_axis:
+            if entry.joint not in readable:
                 raise PresetFileError(
                     f"{path}: proprio: joint {entry.joint!r} is not a hinge or slide joint (a free or ball joint has "
                     f"no single encoder reading); its hinge and slide joints are {', '.join(readable) or 'none'}"
